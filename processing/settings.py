@@ -1,0 +1,140 @@
+"""The one place that reads the environment.
+
+Every other module receives a `Settings` (or a value from it). `get_settings()` reads
+the environment once per process; tests build their own with `Settings.from_env({...})`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from processing.errors import ConfigurationError
+from processing.names import STORAGE_CONNECTION
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigurationError(f"setting {name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigurationError(f"setting {name}={value} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How to reach the storage account: identity-based URIs, or Azurite's connection string."""
+
+    blob_url: str | None = None
+    queue_url: str | None = None
+    # Only ever Azurite's development account: see `is_identity_based`.
+    connection_string: str | None = None
+
+    @property
+    def is_identity_based(self) -> bool:
+        return self.connection_string is None
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, prefix: str = STORAGE_CONNECTION
+    ) -> StorageSettings:
+        """Resolve a connection the way the Functions host resolves a binding's `connection`."""
+        env = os.environ if env is None else env
+        conn = env.get(prefix, "").strip()
+        if conn:
+            return cls(connection_string=conn)
+        blob = env.get(f"{prefix}__blobServiceUri", "").strip()
+        queue = env.get(f"{prefix}__queueServiceUri", "").strip()
+        account = env.get(f"{prefix}__accountName", "").strip()
+        if account:
+            blob = blob or f"https://{account}.blob.core.windows.net"
+            queue = queue or f"https://{account}.queue.core.windows.net"
+        if not (blob and queue):
+            raise ConfigurationError(
+                f"storage is not configured: set {prefix}__accountName (or {prefix}__blobServiceUri "
+                f"and {prefix}__queueServiceUri) for an identity-based connection, or {prefix} to "
+                "Azurite's connection string for local development"
+            )
+        return cls(blob_url=blob.rstrip("/"), queue_url=queue.rstrip("/"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    openai_endpoint: str
+    openai_deployment: str
+    openai_api_version: str = DEFAULT_API_VERSION
+    # Present only when a user opts out of keyless auth; identity.py warns loudly.
+    openai_api_key: str | None = None
+    openai_timeout_seconds: float = 60.0
+    # In-client retries of connection errors and 5xx; 429s are never slept on in-process
+    # (the row is re-enqueued with the server's delay, see processing/process.py).
+    openai_max_retries: int = 2
+    managed_identity: bool = False
+    client_id: str | None = None
+    pipelines_dir: Path = APP_ROOT / "pipelines"
+    shard_rows: int = 10_000
+    finalize_interval_seconds: float = 10.0
+    ingest_concurrency: int = 32
+    ingest_checkpoint_rows: int = 5_000
+    max_row_bytes: int = 1_048_576
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
+        if not endpoint:
+            raise ConfigurationError(
+                "AZURE_OPENAI_ENDPOINT is not set: give the Azure OpenAI account's endpoint, "
+                "for example https://<name>.openai.azure.com"
+            )
+        # App Service and Flex Consumption set IDENTITY_ENDPOINT (and WEBSITE_INSTANCE_ID);
+        # the local identity emulator sets IDENTITY_ENDPOINT too, so the same code path runs.
+        managed = bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID"))
+        return cls(
+            storage=StorageSettings.from_env(env),
+            openai_endpoint=endpoint.rstrip("/"),
+            openai_deployment=env.get("AZURE_OPENAI_DEPLOYMENT", "").strip() or "gpt-4o-mini",
+            openai_api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+            openai_api_key=env.get("AZURE_OPENAI_API_KEY", "").strip() or None,
+            openai_timeout_seconds=_float(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60.0),
+            openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2, minimum=0),
+            managed_identity=managed,
+            client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+            pipelines_dir=Path(env.get("ROWSMITH_PIPELINES_DIR", "").strip() or APP_ROOT / "pipelines"),
+            shard_rows=_int(env, "ROWSMITH_SHARD_ROWS", 10_000),
+            finalize_interval_seconds=_float(env, "ROWSMITH_FINALIZE_INTERVAL_SECONDS", 10.0),
+            ingest_concurrency=_int(env, "ROWSMITH_INGEST_CONCURRENCY", 32),
+            ingest_checkpoint_rows=_int(env, "ROWSMITH_INGEST_CHECKPOINT_ROWS", 5_000),
+            max_row_bytes=_int(env, "ROWSMITH_MAX_ROW_BYTES", 1_048_576, minimum=1024),
+        )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once (Functions restarts the worker on a settings change)."""
+    return Settings.from_env()
