@@ -138,3 +138,86 @@ class Settings:
 def get_settings() -> Settings:
     """The process's settings, read once (Functions restarts the worker on a settings change)."""
     return Settings.from_env()
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    name: str
+    default: str
+    description: str
+    azure: bool = False  # set by infra/ on the Function App
+
+
+# The configuration reference: README's table and tests/infra's consistency check read
+# this, and a unit test proves `Settings.from_env` reads exactly these names.
+SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
+    SettingDoc(
+        f"{STORAGE_CONNECTION}__blobServiceUri",
+        "",
+        "Blob endpoint of the storage account, for the identity-based connection.",
+        azure=True,
+    ),
+    SettingDoc(
+        f"{STORAGE_CONNECTION}__queueServiceUri",
+        "",
+        "Queue endpoint of the storage account, for the identity-based connection.",
+        azure=True,
+    ),
+    SettingDoc(
+        f"{STORAGE_CONNECTION}__accountName",
+        "",
+        "Alternative to the two URIs: the storage account name (public cloud endpoints).",
+    ),
+    SettingDoc(
+        STORAGE_CONNECTION,
+        "",
+        "Local development only: Azurite's connection string. Never set in Azure (it would carry a key).",
+    ),
+    SettingDoc(
+        "AZURE_OPENAI_ENDPOINT",
+        "(required)",
+        "Azure OpenAI endpoint, https://<name>.openai.azure.com.",
+        azure=True,
+    ),
+    SettingDoc(
+        "AZURE_OPENAI_DEPLOYMENT",
+        "gpt-4o-mini",
+        "Model deployment used by pipelines that do not name one.",
+        azure=True,
+    ),
+    SettingDoc(
+        "AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "Azure OpenAI data-plane API version.", azure=True
+    ),
+    SettingDoc(
+        "AZURE_OPENAI_API_KEY",
+        "",
+        "Opt-out of keyless auth (logged as a warning). Leave unset; the deployment disables keys anyway.",
+    ),
+    SettingDoc("AZURE_OPENAI_TIMEOUT_SECONDS", "60", "Timeout of one model call."),
+    SettingDoc(
+        "AZURE_OPENAI_MAX_RETRIES", "2", "In-call retries of connection errors and 5xx (429s are re-queued)."
+    ),
+    SettingDoc(
+        "IDENTITY_ENDPOINT",
+        "(set by the platform)",
+        "Managed identity endpoint; when present the app uses ManagedIdentityCredential.",
+    ),
+    SettingDoc("WEBSITE_INSTANCE_ID", "(set by the platform)", "Marks a run inside Azure Functions."),
+    SettingDoc("AZURE_CLIENT_ID", "", "Client id of a user-assigned identity; unset means system-assigned."),
+    SettingDoc("ROWSMITH_PIPELINES_DIR", "pipelines/", "Folder of pipeline files (<name>.toml)."),
+    SettingDoc(
+        "ROWSMITH_SHARD_ROWS",
+        "10000",
+        "Rows per results shard (append blob); keeps shards under 50,000 blocks.",
+    ),
+    SettingDoc("ROWSMITH_FINALIZE_INTERVAL_SECONDS", "10", "Delay between a job's completion checks."),
+    SettingDoc("ROWSMITH_INGEST_CONCURRENCY", "32", "Queue sends in flight while a file is ingested."),
+    SettingDoc(
+        "ROWSMITH_INGEST_CHECKPOINT_ROWS",
+        "5000",
+        "Rows between ingest checkpoints (resume point after a crash).",
+    ),
+    SettingDoc(
+        "ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."
+    ),
+)
