@@ -59,9 +59,14 @@ class RowsMessage:
     rows: tuple[Row, ...] = ()
     claim: str | None = None  # blob name in the jobs container holding the rows
     waits: int = 0  # how many times 429s have re-enqueued these rows (not dequeue attempts)
+    tries: int = 0  # attempts already spent before these rows were split off a failed message
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {"v": VERSION, "type": "rows", "job": self.job, "waits": self.waits}
+        data: dict[str, Any] = {"v": VERSION, "type": "rows", "job": self.job}
+        if self.waits:
+            data["waits"] = self.waits
+        if self.tries:
+            data["tries"] = self.tries
         if self.claim:
             data["claim"] = self.claim
         else:
@@ -89,7 +94,13 @@ class RowsMessage:
         claim = data.get("claim")
         if not rows and not claim:
             raise BadMessage("rows message has neither rows nor a claim")
-        return cls(job=str(data["job"]), rows=rows, claim=claim, waits=int(data.get("waits", 0)))
+        return cls(
+            job=str(data["job"]),
+            rows=rows,
+            claim=claim,
+            waits=int(data.get("waits", 0)),
+            tries=int(data.get("tries", 0)),
+        )
 
 
 @dataclass(frozen=True)

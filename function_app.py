@@ -1,0 +1,61 @@
+"""Rowsmith's Azure Functions: triggers and bindings only; the logic lives in processing/.
+
+Every trigger uses the identity-based `AzureWebJobsStorage` connection. Errors map to
+queue behaviour: returning completes the message; raising lets the host retry it after
+host.json's visibilityTimeout, up to maxDequeueCount, then moves it to `<queue>-poison`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from processing import finalize, ingest, process
+from processing.clients import get_clients
+from processing.messages import BadMessage
+from processing.names import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+
+app = func.FunctionApp()
+log = logging.getLogger("rowsmith")
+
+
+def _dropped(queue: str, msg: func.QueueMessage, exc: BadMessage) -> None:
+    # Retrying cannot fix a message we cannot read; say so once instead of five times.
+    log.error("dropping unreadable message %s from %s: %s", msg.id, queue, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)
+async def ingest_upload(msg: func.QueueMessage) -> None:
+    """A BlobCreated event for input/<pipeline>/<file>.csv: start or resume its job."""
+    try:
+        await ingest.handle_upload(msg.get_body(), get_clients())
+    except BadMessage as exc:
+        _dropped(UPLOADS_QUEUE, msg, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=ROWS_QUEUE, connection=STORAGE_CONNECTION)
+async def process_rows(msg: func.QueueMessage) -> None:
+    """Send each row of the message to Azure OpenAI and append its result."""
+    try:
+        await process.handle_rows(msg.get_body(), msg.dequeue_count or 1, get_clients())
+    except BadMessage as exc:
+        _dropped(ROWS_QUEUE, msg, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=ROWS_POISON_QUEUE, connection=STORAGE_CONNECTION)
+async def record_poison_rows(msg: func.QueueMessage) -> None:
+    """Rows that failed every attempt: record them as failed so their job still completes."""
+    try:
+        await process.handle_poison(msg.get_body(), get_clients())
+    except BadMessage as exc:
+        _dropped(ROWS_POISON_QUEUE, msg, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=FINALIZE_QUEUE, connection=STORAGE_CONNECTION)
+async def finalize_job(msg: func.QueueMessage) -> None:
+    """Check a job; when every row has a result or an error, write the results files."""
+    try:
+        await finalize.handle_finalize(msg.get_body(), get_clients())
+    except BadMessage as exc:
+        _dropped(FINALIZE_QUEUE, msg, exc)

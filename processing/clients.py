@@ -1,0 +1,127 @@
+"""Clients, created once per process (per event loop) and reused by every invocation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import get_bearer_token_provider
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+from openai import AsyncAzureOpenAI
+
+from processing.identity import make_credential
+from processing.names import (
+    FINALIZE_QUEUE,
+    INPUT_CONTAINER,
+    JOBS_CONTAINER,
+    OPENAI_SCOPE,
+    OUTPUT_CONTAINER,
+    ROWS_QUEUE,
+    UPLOADS_QUEUE,
+)
+from processing.settings import Settings, StorageSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def make_blob_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> BlobServiceClient:
+    if storage.connection_string:  # Azurite only
+        return BlobServiceClient.from_connection_string(storage.connection_string)
+    assert storage.blob_url
+    return BlobServiceClient(storage.blob_url, credential=credential)
+
+
+def make_queue_service(
+    storage: StorageSettings, credential: AsyncTokenCredential | None
+) -> QueueServiceClient:
+    if storage.connection_string:  # Azurite only
+        return QueueServiceClient.from_connection_string(storage.connection_string)
+    assert storage.queue_url
+    return QueueServiceClient(storage.queue_url, credential=credential)
+
+
+def make_openai(settings: Settings, credential: AsyncTokenCredential) -> AsyncAzureOpenAI:
+    common = {
+        "azure_endpoint": settings.openai_endpoint,
+        "api_version": settings.openai_api_version,
+        "max_retries": settings.openai_max_retries,
+        "timeout": settings.openai_timeout_seconds,
+    }
+    if settings.openai_api_key:
+        log.warning(
+            "AZURE_OPENAI_API_KEY is set: calling Azure OpenAI with an API key instead of the managed "
+            "identity. Keyless deployments (disableLocalAuth) reject it; unset it to use Entra ID."
+        )
+        return AsyncAzureOpenAI(api_key=settings.openai_api_key, **common)
+    provider = get_bearer_token_provider(credential, OPENAI_SCOPE)
+    return AsyncAzureOpenAI(azure_ad_token_provider=provider, **common)
+
+
+@dataclass
+class Clients:
+    settings: Settings
+    credential: AsyncTokenCredential
+    blobs: BlobServiceClient
+    queues: QueueServiceClient
+    openai: AsyncAzureOpenAI
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def input(self) -> ContainerClient:
+        return self.blobs.get_container_client(INPUT_CONTAINER)
+
+    @property
+    def output(self) -> ContainerClient:
+        return self.blobs.get_container_client(OUTPUT_CONTAINER)
+
+    @property
+    def jobs(self) -> ContainerClient:
+        return self.blobs.get_container_client(JOBS_CONTAINER)
+
+    def queue(self, name: str) -> QueueClient:
+        return self.queues.get_queue_client(name)
+
+    @property
+    def rows_queue(self) -> QueueClient:
+        return self.queue(ROWS_QUEUE)
+
+    @property
+    def finalize_queue(self) -> QueueClient:
+        return self.queue(FINALIZE_QUEUE)
+
+    @property
+    def uploads_queue(self) -> QueueClient:
+        return self.queue(UPLOADS_QUEUE)
+
+    async def close(self) -> None:
+        await self.openai.close()
+        await self.blobs.close()
+        await self.queues.close()
+        await self.credential.close()
+
+
+def build_clients(settings: Settings) -> Clients:
+    credential = make_credential(settings)
+    return Clients(
+        settings=settings,
+        credential=credential,
+        blobs=make_blob_service(settings.storage, credential),
+        queues=make_queue_service(settings.storage, credential),
+        openai=make_openai(settings, credential),
+        loop=asyncio.get_running_loop(),
+    )
+
+
+_clients: Clients | None = None
+
+
+def get_clients() -> Clients:
+    """The process's clients. Rebuilt only if the event loop changed (tests run a loop each)."""
+    global _clients  # noqa: PLW0603 - one set of clients per process is the point
+    loop = asyncio.get_running_loop()
+    if _clients is None or _clients.loop is not loop or loop.is_closed():
+        _clients = build_clients(get_settings())
+    return _clients

@@ -1,0 +1,243 @@
+"""Streaming CSV parsing of a blob that may be far larger than memory.
+
+The blob arrives as async byte chunks; Python's `csv` module is a pull parser over a
+synchronous line iterator. We run the parser in a worker thread fed through a small
+bounded queue, so memory stays flat whatever the file size, quoted fields may span any
+number of lines and chunks, and the event loop is free to enqueue rows meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import queue
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from processing.errors import JobInputError
+
+BATCH_ROWS = 500
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+_SENTINEL = object()
+_CANDIDATES = (",", ";", "\t", "|")
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    index: int  # 0-based data row (the header is not a row)
+    line: int  # 1-based physical line where the row ends, for error messages
+    cells: list[str]
+
+
+def sniff_delimiter(first_line: str) -> str:
+    """The candidate that splits the header most often, outside quotes; comma on a tie."""
+    counts = dict.fromkeys(_CANDIDATES, 0)
+    quoted = False
+    for ch in first_line:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(_CANDIDATES, key=lambda c: counts[c])
+    return best if counts[best] > counts[","] else ","
+
+
+class _Lines:
+    """Decode byte chunks incrementally and yield lines with their endings (CRLF, LF or CR)."""
+
+    def __init__(self, chunks: queue.Queue, name: str, encoding: str) -> None:
+        self._chunks = chunks
+        self._name = name
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        self.offset = 0  # bytes consumed so far, to name the first bad byte
+
+    def _decode(self, data: bytes, final: bool) -> str:
+        self._held = self._decoder.getstate()[0]
+        try:
+            return self._decoder.decode(data, final=final)
+        except UnicodeDecodeError as exc:
+            # exc.start counts from the bytes the decoder still held back from the last chunk.
+            where = self.offset - len(self._held) + exc.start
+            bad = exc.object[exc.start : exc.end]
+            raise JobInputError(
+                f"{self._name} is not valid UTF-8: bad byte sequence {bad.hex(' ')} at byte offset {where}",
+                where=f"byte {where}",
+                fix="save the file as UTF-8 (Excel: 'CSV UTF-8'), or name its encoding in the pipeline",
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        pending = ""
+        first = True
+        while True:
+            data = self._chunks.get()
+            if data is _SENTINEL:
+                break
+            if first and b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+                nul = data.index(b"\x00")
+                raise JobInputError(
+                    f"{self._name} is not a text CSV file (it contains NUL bytes, as binary files do)",
+                    where=f"byte {nul}",
+                    fix="upload a CSV file; spreadsheets must be saved as CSV first",
+                )
+            first = False
+            text = pending + self._decode(data, final=False)
+            self.offset += len(data)
+            end = 0
+            for match in _LINE.finditer(text):
+                line = match.group(0)
+                # A lone CR at the end may be the first half of a CRLF split across chunks.
+                if match.end() == len(text) and line.endswith("\r"):
+                    break
+                end = match.end()
+                yield line
+            pending = text[end:]
+        pending += self._decode(b"", final=True)
+        if pending:
+            yield pending
+
+
+class CsvStream:
+    """Parse CSV from async byte chunks; `header` then `batches()` of `ParsedRow`."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        name: str,
+        delimiter: str = "",
+        encoding: str = "utf-8-sig",
+        field_limit: int = 1 << 20,
+        skip_rows: int = 0,
+    ) -> None:
+        self._chunks = chunks
+        self._name = name
+        self._delimiter = delimiter
+        self._encoding = encoding
+        self._field_limit = field_limit
+        self._skip = skip_rows
+        self._in: queue.Queue = queue.Queue(maxsize=4)
+        self._out: asyncio.Queue = asyncio.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._feeder: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self.header: list[str] = []
+        self.delimiter = delimiter
+
+    async def __aenter__(self) -> CsvStream:
+        loop = asyncio.get_running_loop()
+        self._feeder = asyncio.create_task(self._feed())
+        self._thread = threading.Thread(target=self._parse, args=(loop,), daemon=True, name="csv-parse")
+        self._thread.start()
+        kind, value = await self._next()
+        if kind == "header":
+            self.header, self.delimiter = value
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._feeder:
+            self._feeder.cancel()
+        # Unblock the parser if it waits for input, then let it run out.
+        while self._thread and self._thread.is_alive():
+            try:
+                self._in.put_nowait(_SENTINEL)
+            except queue.Full:
+                pass
+            while not self._out.empty():
+                self._out.get_nowait()
+            await asyncio.sleep(0.01)
+
+    async def _feed(self) -> None:
+        try:
+            async for chunk in self._chunks:
+                while not self._stop.is_set():
+                    try:
+                        self._in.put_nowait(chunk)
+                        break
+                    except queue.Full:
+                        await asyncio.sleep(0.002)
+        finally:
+            while not self._stop.is_set():
+                try:
+                    self._in.put_nowait(_SENTINEL)
+                    break
+                except queue.Full:
+                    await asyncio.sleep(0.002)
+
+    def _put(self, loop: asyncio.AbstractEventLoop, item: tuple) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._out.put(item), loop)
+        while not self._stop.is_set():
+            try:
+                future.result(timeout=0.2)
+                return
+            except TimeoutError:
+                continue
+        future.cancel()
+
+    def _parse(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            lines = iter(_Lines(self._in, self._name, self._encoding))
+            first = next(lines, None)
+            if first is None:
+                raise JobInputError(
+                    f"{self._name} is empty", where="line 1", fix="upload a CSV with a header row"
+                )
+            delimiter = self._delimiter or sniff_delimiter(first)
+            csv.field_size_limit(self._field_limit)
+
+            def all_lines() -> Iterator[str]:
+                yield first
+                yield from lines
+
+            reader = csv.reader(all_lines(), delimiter=delimiter)
+            header = next(reader)
+            self._put(loop, ("header", (header, delimiter)))
+            batch: list[ParsedRow] = []
+            index = 0
+            for cells in reader:
+                if not cells:  # a blank line: trailing empty lines are not rows
+                    continue
+                if index >= self._skip:
+                    batch.append(ParsedRow(index, reader.line_num, cells))
+                    if len(batch) >= BATCH_ROWS:
+                        self._put(loop, ("rows", batch))
+                        batch = []
+                index += 1
+                if self._stop.is_set():
+                    return
+            self._put(loop, ("rows", batch))
+            self._put(loop, ("end", index))
+        except JobInputError as exc:
+            self._put(loop, ("error", exc))
+        except csv.Error as exc:
+            self._put(
+                loop,
+                (
+                    "error",
+                    JobInputError(
+                        f"{self._name} is not valid CSV: {exc}",
+                        where=f"line {getattr(exc, 'line', '?')}",
+                        fix="check quoting: a field with the delimiter, a quote or a line break must be quoted",
+                    ),
+                ),
+            )
+        except Exception as exc:
+            self._put(loop, ("error", exc))
+
+    async def _next(self) -> tuple[str, object]:
+        kind, value = await self._out.get()
+        if kind == "error":
+            raise value  # type: ignore[misc]
+        return kind, value
+
+    async def batches(self) -> AsyncIterator[list[ParsedRow]]:
+        while True:
+            kind, value = await self._next()
+            if kind == "end":
+                self.total_rows = value
+                return
+            if value:
+                yield value  # type: ignore[misc]

@@ -1,0 +1,91 @@
+"""Failing a whole job once, with an error report a person can act on.
+
+A job-level problem (unknown pipeline, missing column, not UTF-8, unknown deployment,
+a rejected API key) is written once as output/<pipeline>/<file>.error.json and the
+manifest is marked failed; nothing is retried, so there is no retry storm or poison loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from processing import jobs
+from processing.clients import Clients
+from processing.errors import ConfigurationError, JobInputError
+from processing.jobs import Manifest, State
+
+log = logging.getLogger(__name__)
+
+
+def fatal_blob(job: str) -> str:
+    return f"{job}/fatal.json"
+
+
+def error_report_name(manifest: Manifest) -> str:
+    return f"{manifest.output_prefix}.error.json"
+
+
+def describe(exc: Exception) -> dict[str, str]:
+    kind = "configuration" if isinstance(exc, ConfigurationError) else "input"
+    where = getattr(exc, "where", "") or ""
+    fix = getattr(exc, "fix", "") or ""
+    if not fix and isinstance(exc, ConfigurationError):
+        fix = "fix the pipeline file or the app setting named above, then upload the file again"
+    return {"kind": kind, "error": str(exc), "where": where, "fix": fix}
+
+
+async def fail_job(
+    clients: Clients, manifest: Manifest, exc: Exception | dict[str, str], *, report: bool = True
+) -> None:
+    detail = exc if isinstance(exc, dict) else describe(exc)
+    log.error("job %s failed: %s", manifest.job, detail["error"])
+    manifest.state = State.FAILED
+    manifest.error = detail
+    manifest.stamp("finished")
+    if report:
+        name = error_report_name(manifest)
+        body: dict[str, Any] = {
+            "job": manifest.job,
+            "source": f"{manifest.source_container}/{manifest.source_blob}",
+            "pipeline": manifest.pipeline_name,
+            **detail,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        await clients.output.upload_blob(
+            name,
+            json.dumps(body, indent=2, ensure_ascii=False).encode(),
+            overwrite=True,
+            content_type="application/json",
+        )
+        manifest.results = {"error_report": name}
+    await jobs.save(clients.jobs, manifest)
+
+
+async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:
+    """Record, once, that a job cannot succeed; finalize fails the job when it next looks."""
+    try:
+        await clients.jobs.upload_blob(
+            fatal_blob(job),
+            json.dumps(describe(exc)).encode(),
+            etag="*",
+            match_condition=MatchConditions.IfMissing,
+        )
+    except ResourceExistsError:
+        pass
+
+
+async def read_fatal(clients: Clients, job: str) -> dict[str, str] | None:
+    try:
+        stream = await clients.jobs.download_blob(fatal_blob(job))
+        return json.loads(await stream.readall())
+    except ResourceNotFoundError:
+        return None
+
+
+__all__ = ["ConfigurationError", "JobInputError", "fail_job", "mark_fatal", "read_fatal"]

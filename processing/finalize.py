@@ -1,0 +1,273 @@
+"""Finalize: notice when every row of a job has a record, then write the results.
+
+Each check reads only what was appended to the shards since the last check (append
+blobs only grow), marks rows seen in a bitmap and keeps counts; the progress is one blob
+written with an ETag condition, so a duplicate finalize chain loses the race and stops.
+When all rows are seen the outputs are written shard by shard, in row order, keeping the
+first record of each row, so memory is bounded by one shard, not by the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobBlock, ContentSettings
+from azure.storage.blob.aio import BlobClient
+
+from processing import jobs, results
+from processing.clients import Clients
+from processing.columns import unique_header
+from processing.failures import fail_job, read_fatal
+from processing.jobs import Manifest, State
+from processing.messages import FinalizeMessage
+from processing.results import Record
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Progress:
+    offsets: list[int] = field(default_factory=list)  # bytes of each shard already read
+    seen: int = 0
+    ok: int = 0
+    error: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    bitmap: bytearray = field(default_factory=bytearray, repr=False)
+    etag: str | None = field(default=None, repr=False)
+
+    def mark(self, index: int) -> bool:
+        """True if this is the first record of the row."""
+        byte, bit = divmod(index, 8)
+        if self.bitmap[byte] >> bit & 1:
+            return False
+        self.bitmap[byte] |= 1 << bit
+        return True
+
+    def to_bytes(self) -> bytes:
+        head = {k: v for k, v in asdict(self).items() if k not in ("bitmap", "etag")}
+        # One blob holds counts and bitmap together, so they can never disagree.
+        return json.dumps(head).encode() + b"\n" + bytes(self.bitmap)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, etag: str) -> Progress:
+        head, _, bitmap = raw.partition(b"\n")
+        progress = cls(**json.loads(head))
+        progress.bitmap = bytearray(bitmap)
+        progress.etag = etag
+        return progress
+
+
+async def _load_progress(clients: Clients, manifest: Manifest) -> Progress:
+    total = manifest.total_rows or 0
+    try:
+        stream = await clients.jobs.download_blob(jobs.progress_blob(manifest.job))
+        progress = Progress.from_bytes(await stream.readall(), stream.properties.etag)
+    except ResourceNotFoundError:
+        progress = Progress()
+    progress.bitmap.extend(b"\x00" * max(0, total // 8 + 1 - len(progress.bitmap)))
+    progress.offsets.extend([0] * max(0, manifest.shards - len(progress.offsets)))
+    return progress
+
+
+async def _save_progress(clients: Clients, manifest: Manifest, progress: Progress) -> bool:
+    kwargs: dict[str, Any] = (
+        {"etag": progress.etag, "match_condition": MatchConditions.IfNotModified}
+        if progress.etag
+        else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+    )
+    try:
+        result = await clients.jobs.upload_blob(
+            jobs.progress_blob(manifest.job), progress.to_bytes(), overwrite=True, **kwargs
+        )
+    except (ResourceModifiedError, ResourceExistsError):
+        return False
+    progress.etag = result["etag"]
+    return True
+
+
+async def _scan(clients: Clients, manifest: Manifest, progress: Progress) -> None:
+    total = manifest.total_rows or 0
+    for shard in range(manifest.shards):
+        blob = clients.jobs.get_blob_client(jobs.shard_blob(manifest.job, shard))
+        try:
+            size = (await blob.get_blob_properties()).size
+        except ResourceNotFoundError:
+            continue
+        start = progress.offsets[shard]
+        if size <= start:
+            continue
+        data = await (await blob.download_blob(offset=start, length=size - start)).readall()
+        # Appends are whole lines; stop at the last newline in case a block landed mid-read.
+        end = data.rfind(b"\n") + 1
+        for record in results.parse_lines(data[:end]):
+            if 0 <= record.index < total and progress.mark(record.index):
+                progress.seen += 1
+                if record.status == results.OK:
+                    progress.ok += 1
+                    progress.prompt_tokens += record.usage[0]
+                    progress.completion_tokens += record.usage[1]
+                else:
+                    progress.error += 1
+        progress.offsets[shard] = start + end
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _BlockWriter:
+    """Stream an output blob as staged blocks, committed at the end."""
+
+    def __init__(self, blob: BlobClient, content_type: str) -> None:
+        self.blob = blob
+        self.content_type = content_type
+        self.buffer = bytearray()
+        self.blocks: list[BlobBlock] = []
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= BLOCK_BYTES:
+            await self._stage()
+
+    async def _stage(self) -> None:
+        block_id = uuid.uuid4().hex
+        await self.blob.stage_block(block_id, bytes(self.buffer))
+        self.blocks.append(BlobBlock(block_id))
+        self.buffer.clear()
+
+    async def commit(self) -> None:
+        if self.buffer or not self.blocks:
+            await self._stage()
+        await self.blob.commit_block_list(
+            self.blocks, content_settings=ContentSettings(content_type=self.content_type)
+        )
+
+
+def _row_out(manifest: Manifest, record: Record) -> tuple[list[str], list[str]]:
+    width = len(manifest.header)
+    cells = list(record.cells[:width]) + [""] * max(0, width - len(record.cells))
+    fields = answer_fields(manifest)
+    if record.status == results.OK:
+        answers = (
+            [_cell_text(record.answer)]
+            if len(fields) == 1 and not isinstance(record.answer, dict)
+            else [_cell_text((record.answer or {}).get(f)) for f in fields]
+        )
+    else:
+        answers = [""] * len(fields)
+    return cells, [*answers, record.status, record.error]
+
+
+def answer_fields(manifest: Manifest) -> list[str]:
+    output = manifest.pipeline.get("output", {})
+    if output.get("kind") == "json":
+        return list(output.get("schema", {}).get("properties", {}))
+    return [output.get("column") or "answer"]
+
+
+async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
+    csv_name = f"{manifest.output_prefix}.results.csv"
+    jsonl_name = f"{manifest.output_prefix}.results.jsonl"
+    csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8")
+    jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson")
+    keys = unique_header(manifest.header)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow([*manifest.header, *manifest.output_columns])
+    total = manifest.total_rows or 0
+    for shard in range(manifest.shards):
+        first: dict[int, Record] = {}
+        try:
+            stream = await clients.jobs.download_blob(jobs.shard_blob(manifest.job, shard))
+            data = await stream.readall()
+        except ResourceNotFoundError:
+            data = b""
+        for record in results.parse_lines(data):
+            first.setdefault(record.index, record)
+        start = shard * manifest.shard_rows
+        for index in range(start, min(total, start + manifest.shard_rows)):
+            record = first.get(index)
+            if record is None:
+                record = Record(index, results.ERROR, [], error="no result was recorded", code="missing")
+            cells, added = _row_out(manifest, record)
+            writer.writerow(cells + added)
+            line: dict[str, Any] = {
+                "row": index + 1,
+                "input": dict(zip(keys, cells, strict=True)),
+                "status": record.status,
+            }
+            if record.status == results.OK:
+                line["answer"] = record.answer
+                line["usage"] = {"prompt_tokens": record.usage[0], "completion_tokens": record.usage[1]}
+            else:
+                line["error"] = record.error
+                line["code"] = record.code
+            await jsonl_out.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+            if text.tell() >= BLOCK_BYTES:
+                await csv_out.write(text.getvalue().encode())
+                text.seek(0)
+                text.truncate()
+        del first
+    await csv_out.write(text.getvalue().encode())
+    await csv_out.commit()
+    await jsonl_out.commit()
+    return {"csv": csv_name, "jsonl": jsonl_name}
+
+
+async def handle_finalize(body: str | bytes, clients: Clients) -> None:
+    message = FinalizeMessage.from_json(body)
+    manifest = await jobs.load(clients.jobs, message.job)
+    if manifest is None or manifest.state in State.FINAL:
+        return
+    interval = max(1, round(clients.settings.finalize_interval_seconds))
+    if manifest.state == State.INGESTING:
+        await _reschedule(clients, message, interval)
+        return
+    fatal = await read_fatal(clients, manifest.job)
+    if fatal:
+        await fail_job(clients, manifest, fatal)
+        return
+    progress = await _load_progress(clients, manifest)
+    before = progress.seen
+    await _scan(clients, manifest, progress)
+    if not await _save_progress(clients, manifest, progress):
+        log.info("job %s: another finalize holds the progress; this chain stops", manifest.job)
+        return
+    manifest.counts = {"ok": progress.ok, "error": progress.error}
+    manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
+    if progress.seen >= (manifest.total_rows or 0):
+        manifest.results = await _write_outputs(clients, manifest)
+        manifest.state = State.DONE
+        manifest.stamp("finished")
+    elif progress.seen > before:
+        manifest.stamp("first_result")
+    try:
+        await jobs.save(clients.jobs, manifest)
+    except jobs.ManifestConflict:
+        log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
+        return
+    if manifest.state == State.DONE:
+        log.info("job %s done: %s", manifest.job, manifest.counts)
+        return
+    await _reschedule(clients, message, interval)
+
+
+async def _reschedule(clients: Clients, message: FinalizeMessage, delay: int) -> None:
+    await clients.finalize_queue.send_message(
+        FinalizeMessage(message.job, checks=message.checks + 1).to_json(), visibility_timeout=delay
+    )

@@ -1,0 +1,224 @@
+"""Ingest: a BlobCreated event in, a job manifest and row messages out.
+
+The blob is streamed (never read whole) and parsed in a worker thread; rows are grouped
+into messages of `rows_per_message` (never across a shard boundary) and sent
+concurrently. Every `ingest_checkpoint_rows` rows the manifest records how far ingest
+got, so a redelivered event after a crash resumes there instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from processing import jobs, results
+from processing.clients import Clients
+from processing.columns import added_columns
+from processing.csvstream import CsvStream, ParsedRow
+from processing.enqueue import Enqueuer
+from processing.errors import ConfigurationError, JobInputError
+from processing.failures import fail_job
+from processing.jobs import Manifest, State
+from processing.messages import INLINE_LIMIT, BlobCreated, FinalizeMessage, Row, RowsMessage
+from processing.names import INPUT_CONTAINER
+from processing.pipelines import Pipeline, load_pipeline, route
+from processing.results import Record
+
+log = logging.getLogger(__name__)
+
+
+def _output_prefix(pipeline: str, rest: str) -> str:
+    stem = rest[:-4] if rest.lower().endswith(".csv") else rest
+    return f"{pipeline}/{stem}"
+
+
+async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
+    """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
+    event = BlobCreated.from_event(body)
+    if event.container != INPUT_CONTAINER or not event.blob.lower().endswith(".csv"):
+        log.info(
+            "ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER
+        )
+        return None
+    pipeline_name, rest = route(event.blob)
+    job = jobs.job_id_for(event.url, event.etag)
+    manifest = await jobs.load(clients.jobs, job)
+    if manifest is None:
+        manifest = Manifest(
+            job=job,
+            source_container=event.container,
+            source_blob=event.blob,
+            source_url=event.url,
+            source_etag=jobs.normalise_etag(event.etag),
+            pipeline_name=pipeline_name,
+            output_prefix=_output_prefix(pipeline_name, rest),
+            shard_rows=clients.settings.shard_rows,
+        )
+        if not await jobs.create(clients.jobs, manifest):
+            manifest = await jobs.load(clients.jobs, job)
+            assert manifest is not None
+    if manifest.state != State.INGESTING:
+        log.info("job %s is already %s: duplicate BlobCreated event ignored", job, manifest.state)
+        return job
+    try:
+        pipeline = load_pipeline(pipeline_name, clients.settings.pipelines_dir)
+        await _ingest(clients, manifest, pipeline, event)
+    except (ConfigurationError, JobInputError) as exc:
+        await fail_job(clients, manifest, exc)
+    except jobs.ManifestConflict:
+        log.warning("job %s: another ingest of the same upload is running; this one stops", job)
+    return job
+
+
+def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
+    if not header or all(not h.strip() for h in header):
+        raise JobInputError(
+            f"{name} has no header row", where="line 1", fix="put the column names on the first line"
+        )
+    missing = pipeline.template.missing_columns(header)
+    if missing:
+        raise JobInputError(
+            f"pipeline {pipeline.name!r} uses column(s) {', '.join(map(repr, missing))} that {name} does not "
+            f"have; its columns are {', '.join(map(repr, header))}",
+            where="header (line 1)",
+            fix=f"rename the column(s) in the file, or edit the prompt in pipelines/{pipeline.name}.toml",
+        )
+
+
+class _Batcher:
+    """Groups consecutive rows into messages, splitting at shard boundaries and size limits."""
+
+    def __init__(self, job: str, manifest: Manifest, pipeline: Pipeline, clients: Clients) -> None:
+        self.job = job
+        self.manifest = manifest
+        self.per_message = pipeline.rows_per_message
+        self.clients = clients
+        self.enqueuer = Enqueuer(clients.rows_queue, clients.settings.ingest_concurrency)
+        self.pending: list[Row] = []
+        self.bad: dict[int, list[Record]] = {}
+        self.max_row_bytes = clients.settings.max_row_bytes
+
+    def shard(self, index: int) -> int:
+        return index // self.manifest.shard_rows
+
+    async def add(self, parsed: ParsedRow, width: int) -> None:
+        error = ""
+        if len(parsed.cells) != width:
+            error = (
+                f"row {parsed.index + 1} (line {parsed.line}) has {len(parsed.cells)} field(s) but the header "
+                f"has {width}; check for an unquoted delimiter or a missing quote"
+            )
+        else:
+            size = sum(len(c) for c in parsed.cells)
+            if size > self.max_row_bytes:
+                error = (
+                    f"row {parsed.index + 1} (line {parsed.line}) is {size} characters, over the "
+                    f"{self.max_row_bytes} limit (ROWSMITH_MAX_ROW_BYTES)"
+                )
+        if error:
+            rec = Record(parsed.index, results.ERROR, parsed.cells, error=error, code="bad_row")
+            self.bad.setdefault(self.shard(parsed.index), []).append(rec)
+            await self.flush()  # keep rows contiguous in messages
+            return
+        if self.pending and (
+            len(self.pending) >= self.per_message
+            or self.shard(self.pending[0].index) != self.shard(parsed.index)
+            or self.pending[-1].index + 1 != parsed.index
+        ):
+            await self.flush()
+        self.pending.append(Row(parsed.index, tuple(parsed.cells)))
+
+    async def flush(self) -> None:
+        rows, self.pending = tuple(self.pending), []
+        if rows:
+            await self._send(rows)
+
+    async def _send(self, rows: tuple[Row, ...]) -> None:
+        text = RowsMessage(self.job, rows).to_json()
+        if len(text.encode()) <= INLINE_LIMIT:
+            await self.enqueuer.send(text)
+        elif len(rows) > 1:
+            half = len(rows) // 2
+            await self._send(rows[:half])
+            await self._send(rows[half:])
+        else:
+            # Claim check: the row goes to a blob and the message names it.
+            name = jobs.claim_blob(self.job, rows[0].index)
+            await self.clients.jobs.upload_blob(name, RowsMessage.rows_json(rows).encode(), overwrite=True)
+            await self.enqueuer.send(RowsMessage(self.job, claim=name).to_json())
+
+    async def checkpoint(self) -> None:
+        await self.flush()
+        for shard, records in self.bad.items():
+            await results.append(self.clients.jobs, self.job, shard, records)
+        self.bad.clear()
+        await self.enqueuer.drain()
+
+
+async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> None:
+    settings = clients.settings
+    name = f"{event.container}/{event.blob}"
+    try:
+        download = await clients.input.download_blob(
+            event.blob, etag=manifest.source_etag, match_condition=MatchConditions.IfNotModified
+        )
+    except ResourceModifiedError:
+        await fail_job(
+            clients,
+            manifest,
+            JobInputError(f"{name} was replaced before it could be read; the new upload is its own job"),
+            report=False,
+        )
+        return
+    except ResourceNotFoundError:
+        await fail_job(
+            clients, manifest, JobInputError(f"{name} was deleted before it could be read"), report=False
+        )
+        return
+
+    resume_from = manifest.ingested_rows
+    if resume_from:
+        log.info("job %s: resuming ingest at row %d", manifest.job, resume_from)
+    stream = CsvStream(
+        download.chunks(),
+        name=name,
+        delimiter=pipeline.delimiter,
+        field_limit=settings.max_row_bytes + 1,
+        skip_rows=resume_from,
+    )
+    async with stream:
+        header = stream.header
+        _check_header(header, pipeline, name)
+        if not manifest.header:
+            manifest.header = header
+            manifest.delimiter = stream.delimiter
+            manifest.pipeline = pipeline.to_dict()
+            manifest.output_columns = added_columns(header, pipeline.output.fields)
+            await jobs.save(clients.jobs, manifest)
+        batcher = _Batcher(manifest.job, manifest, pipeline, clients)
+        next_checkpoint = resume_from + settings.ingest_checkpoint_rows
+        async for batch in stream.batches():
+            for parsed in batch:
+                await batcher.add(parsed, len(header))
+                if parsed.index + 1 >= next_checkpoint:
+                    await batcher.checkpoint()
+                    manifest.ingested_rows = parsed.index + 1
+                    await jobs.save(clients.jobs, manifest)
+                    next_checkpoint = manifest.ingested_rows + settings.ingest_checkpoint_rows
+        await batcher.checkpoint()
+        total = stream.total_rows
+
+    # Finalize is enqueued before the state changes: if we crash in between, the
+    # redelivered event resumes, enqueues it again, and the duplicate chain stops itself.
+    delay = int(settings.finalize_interval_seconds) if total else 0
+    await clients.finalize_queue.send_message(
+        FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay
+    )
+    manifest.total_rows = total
+    manifest.ingested_rows = total
+    manifest.state = State.PROCESSING
+    manifest.stamp("ingested")
+    await jobs.save(clients.jobs, manifest)
+    log.info("job %s: %d rows enqueued from %s", manifest.job, total, name)

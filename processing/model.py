@@ -1,0 +1,144 @@
+"""One Azure OpenAI chat completion per row, and what each failure means.
+
+The client is built with `max_retries` for connection errors and 5xx only in spirit:
+a 429 is never slept on here. It becomes `Throttled` and the row goes back to the queue
+with the server's delay, so quota pressure costs no dequeue attempt and holds no worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from azure.core.exceptions import ClientAuthenticationError
+from openai import AsyncAzureOpenAI
+
+from processing.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.pipelines import Pipeline
+
+DEFAULT_RETRY_AFTER = 5.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    value: Any  # str for text pipelines, dict for JSON-schema pipelines
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def retry_after(headers: Any) -> float:
+    """Azure OpenAI sends `retry-after-ms` and `retry-after`; prefer the precise one."""
+    if headers is None:
+        return DEFAULT_RETRY_AFTER
+    for name, scale in (("retry-after-ms", 0.001), ("x-ms-retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return DEFAULT_RETRY_AFTER
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    code = exc.code or (err.get("code") if isinstance(err, dict) else None) or ""
+    return str(code)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    return str(exc)
+
+
+def build_messages(pipeline: Pipeline, user: str) -> list[dict[str, str]]:
+    messages = []
+    if pipeline.system_prompt:
+        messages.append({"role": "system", "content": pipeline.system_prompt})
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+async def complete(
+    client: AsyncAzureOpenAI, pipeline: Pipeline, deployment: str, user: str, *, using_key: bool = False
+) -> Answer:
+    kwargs: dict[str, Any] = {}
+    if pipeline.output.kind == "json":
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "row", "schema": pipeline.output.schema, "strict": True},
+        }
+    try:
+        response = await client.chat.completions.create(
+            model=deployment,
+            messages=build_messages(pipeline, user),  # type: ignore[arg-type]
+            temperature=pipeline.temperature,
+            max_tokens=pipeline.max_tokens,
+            **kwargs,
+        )
+    except openai.RateLimitError as exc:
+        raise Throttled(retry_after(exc.response.headers), f"429 from Azure OpenAI: {_server_message(exc)}")
+    except openai.BadRequestError as exc:
+        code = _error_code(exc)
+        if code in ("content_filter", "context_length_exceeded"):
+            raise RowError(f"{code}: {_server_message(exc)}", code=code) from None
+        raise RowError(
+            f"Azure OpenAI rejected the request (400 {code}): {_server_message(exc)}", code="bad_request"
+        )
+    except openai.AuthenticationError as exc:
+        hint = (
+            "AZURE_OPENAI_API_KEY is set, but this Azure OpenAI resource accepts only Entra ID tokens: "
+            "unset AZURE_OPENAI_API_KEY so the app uses its managed identity"
+            if using_key
+            else "check that the token's audience is https://cognitiveservices.azure.com"
+        )
+        raise ConfigurationError(
+            f"Azure OpenAI refused to authenticate (401 {_error_code(exc)}): {_server_message(exc)}. {hint}"
+        ) from None
+    except openai.PermissionDeniedError as exc:
+        # Right after deployment the role assignment may still be propagating (minutes).
+        raise TransientError(
+            f"Azure OpenAI denied access (403 {_error_code(exc)}): {_server_message(exc)}. The identity needs "
+            "the Cognitive Services OpenAI User role; a new assignment takes up to 10 minutes to apply"
+        ) from None
+    except openai.NotFoundError as exc:
+        raise ConfigurationError(
+            f"Azure OpenAI has no deployment {deployment!r} (404 {_error_code(exc)}): {_server_message(exc)}. "
+            "Set the pipeline's `deployment` or AZURE_OPENAI_DEPLOYMENT to an existing deployment"
+        ) from None
+    except openai.APIStatusError as exc:  # 5xx and anything else with a status
+        raise TransientError(f"Azure OpenAI answered {exc.status_code}: {_server_message(exc)}") from None
+    except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+        raise TransientError(f"could not reach Azure OpenAI: {exc}") from None
+    except ClientAuthenticationError as exc:
+        # The managed identity endpoint fails now and then; a token failure is transient.
+        raise TransientError(f"could not get a token from the managed identity: {exc.message}") from None
+
+    choice = response.choices[0]
+    usage = response.usage
+    prompt_tokens = usage.prompt_tokens if usage else 0
+    completion_tokens = usage.completion_tokens if usage else 0
+    content = choice.message.content or ""
+    if choice.finish_reason == "content_filter":
+        raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")
+    if pipeline.output.kind == "text":
+        return Answer(content, prompt_tokens, completion_tokens)
+    if choice.finish_reason == "length":
+        raise RowError(
+            f"the answer was cut off at max_tokens={pipeline.max_tokens} before the JSON was complete; "
+            "raise max_tokens in the pipeline",
+            code="length",
+        )
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
+        raise RowError(f"the answer is not valid JSON: {content[:200]!r}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise RowError(f"the answer is JSON but not an object: {content[:200]!r}", code="invalid_json")
+    return Answer(value, prompt_tokens, completion_tokens)

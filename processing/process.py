@@ -1,0 +1,200 @@
+"""Process: one rows message in, one model call per row, one append of their records.
+
+Rows of a message run concurrently. What happens to each row depends on how it ended:
+  answered or a permanent error  -> recorded in the job's results shard
+  429 (Throttled)                -> re-enqueued with the server's delay; no dequeue attempt used
+  transient (5xx, timeout, ...)  -> the message is retried by the host (or re-enqueued if only
+                                    some rows failed); on the last attempt, recorded as an error
+  configuration (404, 401)       -> the job is marked fatal once; finalize fails it with a report
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from processing import jobs, model, results
+from processing.clients import Clients
+from processing.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.failures import mark_fatal
+from processing.hostconfig import max_dequeue_count
+from processing.jobs import Manifest, State
+from processing.messages import Row, RowsMessage
+from processing.pipelines import Pipeline
+from processing.prompts import BoundTemplate
+from processing.results import Record
+
+log = logging.getLogger(__name__)
+
+# A 429's delay can be long (minutes); a queue message may be hidden at most 7 days.
+MAX_VISIBILITY = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The immutable part of a manifest that every row of the job needs."""
+
+    job: str
+    pipeline: Pipeline
+    template: BoundTemplate
+    deployment: str
+    shard_rows: int
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
+        pipeline = Pipeline.from_dict(manifest.pipeline)
+        return cls(
+            job=manifest.job,
+            pipeline=pipeline,
+            template=pipeline.template.bind(manifest.header),
+            deployment=pipeline.deployment or default_deployment,
+            shard_rows=manifest.shard_rows,
+        )
+
+
+class _SpecCache:
+    """Per-process cache: a job's spec is read once per instance, not once per message."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[str, JobSpec] = OrderedDict()
+        self._size = size
+        self.fatal: dict[str, str] = {}
+
+    async def get(self, clients: Clients, job: str) -> JobSpec | None:
+        spec = self._items.get(job)
+        if spec:
+            self._items.move_to_end(job)
+            return spec
+        manifest = await jobs.load(clients.jobs, job)
+        if manifest is None or not manifest.header or manifest.state == State.FAILED:
+            return None
+        spec = JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
+        self._items[job] = spec
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return spec
+
+
+_specs = _SpecCache()
+
+
+async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Exception:
+    if spec.job in _specs.fatal:
+        return Record(row.index, results.ERROR, list(row.cells), error=_specs.fatal[spec.job], code="config")
+    try:
+        prompt = spec.template.render(row.cells)
+        answer = await model.complete(
+            clients.openai,
+            spec.pipeline,
+            spec.deployment,
+            prompt,
+            using_key=bool(clients.settings.openai_api_key),
+        )
+    except RowError as exc:
+        return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code=exc.code)
+    except ConfigurationError as exc:
+        _specs.fatal[spec.job] = str(exc)
+        await mark_fatal(clients, spec.job, exc)
+        return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code="config")
+    except (Throttled, TransientError) as exc:
+        return exc
+    return Record(
+        row.index,
+        results.OK,
+        list(row.cells),
+        answer=answer.value,
+        usage=(answer.prompt_tokens, answer.completion_tokens),
+    )
+
+
+async def _load_rows(clients: Clients, message: RowsMessage) -> tuple[Row, ...]:
+    if message.rows:
+        return message.rows
+    assert message.claim
+    stream = await clients.jobs.download_blob(message.claim)
+    return RowsMessage.parse_rows(json.loads(await stream.readall()))
+
+
+async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -> None:
+    message = RowsMessage.from_json(body)
+    spec = await _specs.get(clients, message.job)
+    if spec is None:
+        log.warning("job %s is unknown or failed; dropping its rows message", message.job)
+        return
+    rows = await _load_rows(clients, message)
+    outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))
+
+    done: list[Record] = []
+    throttled: list[tuple[Row, Throttled]] = []
+    transient: list[tuple[Row, Exception]] = []
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if isinstance(outcome, Record):
+            done.append(outcome)
+        elif isinstance(outcome, Throttled):
+            throttled.append((row, outcome))
+        else:
+            transient.append((row, outcome))
+
+    # `tries` carries attempts already spent by rows re-enqueued from a partly failed message.
+    attempts = dequeue_count + message.tries
+    last_attempt = attempts >= max_dequeue_count()
+    if transient and last_attempt:
+        # Out of attempts: record the real reason now instead of losing it in the poison queue.
+        for row, exc in transient:
+            done.append(
+                Record(
+                    row.index,
+                    results.ERROR,
+                    list(row.cells),
+                    error=f"gave up after {attempts} attempts: {exc}",
+                    code="transient",
+                )
+            )
+        transient = []
+    if transient and not done and not throttled:
+        # Nothing succeeded: let the host retry the whole message (dequeue count, then poison).
+        raise TransientError(str(transient[0][1]))
+
+    if done:
+        shard = rows[0].index // spec.shard_rows
+        await results.append(clients.jobs, spec.job, shard, done)
+    if throttled:
+        delay = max(t.retry_after for _, t in throttled)
+        await _requeue(
+            clients, spec.job, [r for r, _ in throttled], delay, waits=message.waits + 1, tries=message.tries
+        )
+    if transient:
+        # Some rows of a multi-row message failed: retry just those, with a short backoff.
+        await _requeue(
+            clients, spec.job, [r for r, _ in transient], 2.0 * attempts, waits=message.waits, tries=attempts
+        )
+
+
+async def _requeue(
+    clients: Clients, job: str, rows: list[Row], delay: float, *, waits: int, tries: int
+) -> None:
+    # Jitter spreads a burst of throttled rows so they do not all return in the same second.
+    visibility = min(MAX_VISIBILITY, max(1, round(delay * random.uniform(1.0, 1.2) + 0.5)))
+    await clients.rows_queue.send_message(
+        RowsMessage(job, tuple(rows), waits=waits, tries=tries).to_json(), visibility_timeout=visibility
+    )
+
+
+async def handle_poison(body: str | bytes, clients: Clients) -> None:
+    """A rows message that failed every attempt: record its rows as failed, so the job completes."""
+    message = RowsMessage.from_json(body)
+    rows = await _load_rows(clients, message)
+    manifest = await jobs.load(clients.jobs, message.job)
+    if manifest is None:
+        log.error("poison message for unknown job %s dropped", message.job)
+        return
+    reason = (
+        f"failed {max_dequeue_count()} times (the worker crashed or timed out each time); "
+        "see the function logs for the error"
+    )
+    records = [Record(r.index, results.ERROR, list(r.cells), error=reason, code="poison") for r in rows]
+    await results.append(clients.jobs, message.job, rows[0].index // manifest.shard_rows, records)
