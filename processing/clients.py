@@ -34,9 +34,7 @@ def make_blob_service(storage: StorageSettings, credential: AsyncTokenCredential
     return BlobServiceClient(storage.blob_url, credential=credential)
 
 
-def make_queue_service(
-    storage: StorageSettings, credential: AsyncTokenCredential | None
-) -> QueueServiceClient:
+def make_queue_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> QueueServiceClient:
     if storage.connection_string:  # Azurite only
         return QueueServiceClient.from_connection_string(storage.connection_string)
     assert storage.queue_url

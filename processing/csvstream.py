@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import csv
 import queue
 import re
@@ -142,10 +143,8 @@ class CsvStream:
             self._feeder.cancel()
         # Unblock the parser if it waits for input, then let it run out.
         while self._thread and self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._in.put_nowait(_SENTINEL)
-            except queue.Full:
-                pass
             while not self._out.empty():
                 self._out.get_nowait()
             await asyncio.sleep(0.01)
@@ -182,9 +181,7 @@ class CsvStream:
             lines = iter(_Lines(self._in, self._name, self._encoding))
             first = next(lines, None)
             if first is None:
-                raise JobInputError(
-                    f"{self._name} is empty", where="line 1", fix="upload a CSV with a header row"
-                )
+                raise JobInputError(f"{self._name} is empty", where="line 1", fix="upload a CSV with a header row")
             delimiter = self._delimiter or sniff_delimiter(first)
             csv.field_size_limit(self._field_limit)
 

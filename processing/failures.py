@@ -7,6 +7,7 @@ manifest is marked failed; nothing is retried, so there is no retry storm or poi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -69,15 +70,13 @@ async def fail_job(
 
 async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:
     """Record, once, that a job cannot succeed; finalize fails the job when it next looks."""
-    try:
+    with contextlib.suppress(ResourceExistsError):
         await clients.jobs.upload_blob(
             fatal_blob(job),
             json.dumps(describe(exc)).encode(),
             etag="*",
             match_condition=MatchConditions.IfMissing,
         )
-    except ResourceExistsError:
-        pass
 
 
 async def read_fatal(clients: Clients, job: str) -> dict[str, str] | None:

@@ -153,9 +153,7 @@ class _BlockWriter:
     async def commit(self) -> None:
         if self.buffer or not self.blocks:
             await self._stage()
-        await self.blob.commit_block_list(
-            self.blocks, content_settings=ContentSettings(content_type=self.content_type)
-        )
+        await self.blob.commit_block_list(self.blocks, content_settings=ContentSettings(content_type=self.content_type))
 
 
 def _row_out(manifest: Manifest, record: Record) -> tuple[list[str], list[str]]:

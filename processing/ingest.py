@@ -38,9 +38,7 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
     """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
     event = BlobCreated.from_event(body)
     if event.container != INPUT_CONTAINER or not event.blob.lower().endswith(".csv"):
-        log.info(
-            "ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER
-        )
+        log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
         return None
     pipeline_name, rest = route(event.blob)
     job = jobs.job_id_for(event.url, event.etag)
@@ -74,9 +72,7 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
 
 def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
     if not header or all(not h.strip() for h in header):
-        raise JobInputError(
-            f"{name} has no header row", where="line 1", fix="put the column names on the first line"
-        )
+        raise JobInputError(f"{name} has no header row", where="line 1", fix="put the column names on the first line")
     missing = pipeline.template.missing_columns(header)
     if missing:
         raise JobInputError(
@@ -173,9 +169,7 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
         )
         return
     except ResourceNotFoundError:
-        await fail_job(
-            clients, manifest, JobInputError(f"{name} was deleted before it could be read"), report=False
-        )
+        await fail_job(clients, manifest, JobInputError(f"{name} was deleted before it could be read"), report=False)
         return
 
     resume_from = manifest.ingested_rows
@@ -213,9 +207,7 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
     # Finalize is enqueued before the state changes: if we crash in between, the
     # redelivered event resumes, enqueues it again, and the duplicate chain stops itself.
     delay = int(settings.finalize_interval_seconds) if total else 0
-    await clients.finalize_queue.send_message(
-        FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay
-    )
+    await clients.finalize_queue.send_message(FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay)
     manifest.total_rows = total
     manifest.ingested_rows = total
     manifest.state = State.PROCESSING

@@ -165,7 +165,7 @@ class BlobCreated:
         )
 
     @staticmethod
-    def make_event(url: str, container: str, blob: str, etag: str, size: int, api: str = "PutBlob") -> str:
+    def make_event(*, url: str, container: str, blob: str, etag: str, size: int, api: str = "PutBlob") -> str:
         """The event Event Grid would raise (used by `rowsmith submit` against the local stack)."""
         import uuid
         from datetime import UTC, datetime

@@ -83,14 +83,14 @@ async def complete(
             **kwargs,
         )
     except openai.RateLimitError as exc:
-        raise Throttled(retry_after(exc.response.headers), f"429 from Azure OpenAI: {_server_message(exc)}")
+        raise Throttled(retry_after(exc.response.headers), f"429 from Azure OpenAI: {_server_message(exc)}") from None
     except openai.BadRequestError as exc:
         code = _error_code(exc)
         if code in ("content_filter", "context_length_exceeded"):
             raise RowError(f"{code}: {_server_message(exc)}", code=code) from None
         raise RowError(
             f"Azure OpenAI rejected the request (400 {code}): {_server_message(exc)}", code="bad_request"
-        )
+        ) from None
     except openai.AuthenticationError as exc:
         hint = (
             "AZURE_OPENAI_API_KEY is set, but this Azure OpenAI resource accepts only Entra ID tokens: "

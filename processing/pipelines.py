@@ -89,9 +89,7 @@ def _check_schema(schema: Any, source: str) -> dict[str, Any]:
 def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
     known = {f for f in Pipeline.__dataclass_fields__ if f != "name"}
     unknown = sorted(set(data) - known - {"name"})
-    _expect(
-        not unknown, source, f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-    )
+    _expect(not unknown, source, f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     prompt = data.get("prompt")
     _expect(isinstance(prompt, str) and prompt.strip() != "", source, "prompt is required")
     raw_out = data.get("output") or {"kind": "text"}
@@ -133,9 +131,7 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
 def load_pipeline(name: str, directory: Path) -> Pipeline:
     """Load and validate `<directory>/<name>.toml`."""
     if not _NAME.match(name):
-        raise ConfigurationError(
-            f"pipeline name {name!r} is not valid: use lower-case letters, digits, '-' and '_'"
-        )
+        raise ConfigurationError(f"pipeline name {name!r} is not valid: use lower-case letters, digits, '-' and '_'")
     path = directory / f"{name}.toml"
     if not path.is_file():
         available = sorted(p.stem for p in directory.glob("*.toml"))

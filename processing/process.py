@@ -174,9 +174,7 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         )
 
 
-async def _requeue(
-    clients: Clients, job: str, rows: list[Row], delay: float, *, waits: int, tries: int
-) -> None:
+async def _requeue(clients: Clients, job: str, rows: list[Row], delay: float, *, waits: int, tries: int) -> None:
     # Jitter spreads a burst of throttled rows so they do not all return in the same second.
     visibility = min(MAX_VISIBILITY, max(1, round(delay * random.uniform(1.0, 1.2) + 0.5)))
     await clients.rows_queue.send_message(

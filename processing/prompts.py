@@ -38,8 +38,7 @@ class Template:
             elif token in ("{", "}"):
                 line = source.count("\n", 0, match.start()) + 1
                 raise ConfigurationError(
-                    f"{what} template has an unmatched {token!r} on line {line}; write {token * 2} "
-                    "for a literal brace"
+                    f"{what} template has an unmatched {token!r} on line {line}; write {token * 2} for a literal brace"
                 )
             else:
                 name = match.group(1).strip()

@@ -7,6 +7,7 @@ sharded by index so each shard stays far below the 50,000-block limit of an appe
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,10 +83,8 @@ def _blocks(lines: Iterable[bytes]) -> Iterator[bytes]:
 
 async def ensure_shard(jobs: ContainerClient, job: str, shard: int) -> None:
     blob = jobs.get_blob_client(shard_blob(job, shard))
-    try:
+    with contextlib.suppress(ResourceExistsError):
         await blob.create_append_blob(etag="*", match_condition=MatchConditions.IfMissing)
-    except ResourceExistsError:
-        pass
 
 
 async def append(jobs: ContainerClient, job: str, shard: int, records: Iterable[Record]) -> None:

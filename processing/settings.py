@@ -59,9 +59,7 @@ class StorageSettings:
         return self.connection_string is None
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, prefix: str = STORAGE_CONNECTION
-    ) -> StorageSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = STORAGE_CONNECTION) -> StorageSettings:
         """Resolve a connection the way the Functions host resolves a binding's `connection`."""
         env = os.environ if env is None else env
         conn = env.get(prefix, "").strip()
@@ -185,18 +183,14 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "Model deployment used by pipelines that do not name one.",
         azure=True,
     ),
-    SettingDoc(
-        "AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "Azure OpenAI data-plane API version.", azure=True
-    ),
+    SettingDoc("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "Azure OpenAI data-plane API version.", azure=True),
     SettingDoc(
         "AZURE_OPENAI_API_KEY",
         "",
         "Opt-out of keyless auth (logged as a warning). Leave unset; the deployment disables keys anyway.",
     ),
     SettingDoc("AZURE_OPENAI_TIMEOUT_SECONDS", "60", "Timeout of one model call."),
-    SettingDoc(
-        "AZURE_OPENAI_MAX_RETRIES", "2", "In-call retries of connection errors and 5xx (429s are re-queued)."
-    ),
+    SettingDoc("AZURE_OPENAI_MAX_RETRIES", "2", "In-call retries of connection errors and 5xx (429s are re-queued)."),
     SettingDoc(
         "IDENTITY_ENDPOINT",
         "(set by the platform)",
@@ -217,7 +211,5 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "5000",
         "Rows between ingest checkpoints (resume point after a crash).",
     ),
-    SettingDoc(
-        "ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."
-    ),
+    SettingDoc("ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."),
 )
