@@ -24,6 +24,24 @@ BATCH_ROWS = 500
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
 _SENTINEL = object()
 _CANDIDATES = (",", ";", "\t", "|")
+# Files people rename to .csv by mistake, by their first bytes.
+_SIGNATURES = {
+    b"PK\x03\x04": "a ZIP archive (an .xlsx workbook is one)",
+    b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+}
+
+
+def binary_kind(head: bytes) -> str | None:
+    for signature, kind in _SIGNATURES.items():
+        # A short head (tiny first chunk) that matches as far as it goes counts too.
+        if head and (head.startswith(signature) or signature.startswith(head)):
+            return kind
+    return None
 
 
 @dataclass(frozen=True)
@@ -54,12 +72,26 @@ class _Lines:
         self._name = name
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         self.offset = 0  # bytes consumed so far, to name the first bad byte
+        self._head = b""
+        self._wide = encoding.lower().replace("-", "").startswith(("utf16", "utf32"))
+
+    def _binary(self, kind: str, where: int) -> JobInputError:
+        return JobInputError(
+            f"{self._name} is not a text CSV file: it looks like {kind}",
+            where=f"byte {where}",
+            fix="upload a CSV file; a spreadsheet must be saved as CSV first",
+        )
 
     def _decode(self, data: bytes, final: bool) -> str:
         self._held = self._decoder.getstate()[0]
+        if len(self._head) < 8:
+            self._head += data[: 8 - len(self._head)]
         try:
             return self._decoder.decode(data, final=final)
         except UnicodeDecodeError as exc:
+            kind = binary_kind(self._head)
+            if kind:
+                raise self._binary(kind, 0) from None
             # exc.start counts from the bytes the decoder still held back from the last chunk.
             where = self.offset - len(self._held) + exc.start
             bad = exc.object[exc.start : exc.end]
@@ -71,19 +103,15 @@ class _Lines:
 
     def __iter__(self) -> Iterator[str]:
         pending = ""
-        first = True
         while True:
             data = self._chunks.get()
             if data is _SENTINEL:
                 break
-            if first and b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-                nul = data.index(b"\x00")
-                raise JobInputError(
-                    f"{self._name} is not a text CSV file (it contains NUL bytes, as binary files do)",
-                    where=f"byte {nul}",
-                    fix="upload a CSV file; spreadsheets must be saved as CSV first",
-                )
-            first = False
+            if not self._wide and b"\x00" in data:
+                # NUL never occurs in a UTF-8 text file; it is the mark of a binary file.
+                nul = self.offset + data.index(b"\x00")
+                kind = binary_kind(self._head + data[:8]) or f"a binary file (a NUL byte at offset {nul})"
+                raise self._binary(kind, nul)
             text = pending + self._decode(data, final=False)
             self.offset += len(data)
             end = 0

@@ -213,3 +213,33 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
     ),
     SettingDoc("ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."),
 )
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    """What the `rowsmith` command reads from the environment (azd writes these names)."""
+
+    storage_account: str | None
+    blob_url: str | None
+    queue_url: str | None
+    state_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CliSettings:
+        env = os.environ if env is None else env
+        return cls(
+            storage_account=env.get("AZURE_STORAGE_ACCOUNT", "").strip() or None,
+            blob_url=env.get("AZURE_STORAGE_BLOB_ENDPOINT", "").strip() or None,
+            queue_url=env.get("AZURE_STORAGE_QUEUE_ENDPOINT", "").strip() or None,
+            state_dir=Path(env.get("ROWSMITH_STATE_DIR", "").strip() or ".rowsmith"),
+        )
+
+
+CLI_SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
+    SettingDoc("AZURE_STORAGE_ACCOUNT", "", "`rowsmith` against Azure: the storage account (azd sets it)."),
+    SettingDoc("AZURE_STORAGE_BLOB_ENDPOINT", "", "`rowsmith` against Azure: blob endpoint, if not the public cloud."),
+    SettingDoc(
+        "AZURE_STORAGE_QUEUE_ENDPOINT", "", "`rowsmith` against Azure: queue endpoint, if not the public cloud."
+    ),
+    SettingDoc("ROWSMITH_STATE_DIR", ".rowsmith", "Where `rowsmith local up` keeps the local stack's state and logs."),
+)

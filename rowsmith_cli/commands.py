@@ -1,0 +1,156 @@
+"""The job commands: submit, status, results. Each returns (exit code, JSON-able summary)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+
+from processing import jobs
+from processing.jobs import Manifest, State
+from processing.messages import BlobCreated
+from processing.names import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from rowsmith_cli.target import Target
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 3
+
+
+def summary(manifest: Manifest) -> dict[str, Any]:
+    started = manifest.times.get("created")
+    finished = manifest.times.get("finished")
+    return {
+        "job": manifest.job,
+        "state": manifest.state,
+        "source": f"{manifest.source_container}/{manifest.source_blob}",
+        "pipeline": manifest.pipeline_name,
+        "total_rows": manifest.total_rows,
+        "ok_rows": manifest.counts.get("ok", 0),
+        "error_rows": manifest.counts.get("error", 0),
+        "prompt_tokens": manifest.tokens.get("prompt", 0),
+        "completion_tokens": manifest.tokens.get("completion", 0),
+        "seconds": round((finished or time.time()) - started, 1) if started else None,
+        "results_blob": f"{OUTPUT_CONTAINER}/{manifest.results['csv']}" if "csv" in manifest.results else None,
+        "results_jsonl_blob": (
+            f"{OUTPUT_CONTAINER}/{manifest.results['jsonl']}" if "jsonl" in manifest.results else None
+        ),
+        "error_report_blob": (
+            f"{OUTPUT_CONTAINER}/{manifest.results['error_report']}" if "error_report" in manifest.results else None
+        ),
+        "error": (manifest.error or {}).get("error"),
+    }
+
+
+def progress_line(manifest: Manifest) -> str:
+    total = manifest.total_rows
+    done = manifest.counts.get("ok", 0) + manifest.counts.get("error", 0)
+    if manifest.state == State.INGESTING:
+        return f"{manifest.job}: reading the file ({manifest.ingested_rows} rows so far)"
+    bar_width = 30
+    share = done / total if total else 1.0
+    bar = "#" * int(share * bar_width) + "-" * (bar_width - int(share * bar_width))
+    return (
+        f"{manifest.job}: [{bar}] {done}/{total} rows "
+        f"(ok {manifest.counts.get('ok', 0)}, errors {manifest.counts.get('error', 0)}) {manifest.state}"
+    )
+
+
+async def submit(
+    target: Target,
+    path: Path,
+    *,
+    pipeline: str | None,
+    wait: bool,
+    timeout: float,
+    quiet: bool,
+) -> tuple[int, dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"{path} is not a .csv file (only .csv uploads start a job)")
+    name = path.name if not pipeline or pipeline == DEFAULT_PIPELINE else f"{pipeline}/{path.name}"
+    blob = target.blobs.get_blob_client(INPUT_CONTAINER, name)
+    with path.open("rb") as data:
+        result = await blob.upload_blob(
+            data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
+        )
+    etag = result["etag"]
+    job = jobs.job_id_for(blob.url, etag)
+    if target.local:
+        # In Azure, Event Grid raises this event; the local stack has no Event Grid.
+        event = BlobCreated.make_event(
+            url=blob.url, container=INPUT_CONTAINER, blob=name, etag=etag, size=path.stat().st_size
+        )
+        await target.queues.get_queue_client(UPLOADS_QUEUE).send_message(event)
+    info: dict[str, Any] = {"job": job, "state": "submitted", "input_blob": f"{INPUT_CONTAINER}/{name}"}
+    if not quiet:
+        print(f"uploaded {path} to {INPUT_CONTAINER}/{name} ({target.description}); job {job}", file=sys.stderr)
+    if not wait:
+        return EXIT_OK, info
+    return await wait_for(target, job, timeout=timeout, quiet=quiet)
+
+
+async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> tuple[int, dict[str, Any]]:
+    container = target.blobs.get_container_client(JOBS_CONTAINER)
+    deadline = time.monotonic() + timeout
+    tty = sys.stderr.isatty()
+    last = ""
+    manifest: Manifest | None = None
+    while time.monotonic() < deadline:
+        manifest = await jobs.load(container, job)
+        if manifest:
+            line = progress_line(manifest)
+            if not quiet and line != last:
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                last = line
+            if manifest.state in State.FINAL:
+                break
+        await asyncio.sleep(0.5)
+    if not quiet and tty:
+        print(file=sys.stderr)
+    if manifest is None:
+        return EXIT_TIMEOUT, {"job": job, "state": "not-started", "error": "the job did not start in time"}
+    info = summary(manifest)
+    if manifest.state == State.DONE:
+        return EXIT_OK, info
+    if manifest.state == State.FAILED:
+        return EXIT_FAILED, info
+    info["error"] = f"timed out after {timeout:.0f} s; the job is still {manifest.state}"
+    return EXIT_TIMEOUT, info
+
+
+async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
+    container = target.blobs.get_container_client(JOBS_CONTAINER)
+    if job:
+        manifest = await jobs.load(container, job)
+        if manifest is None:
+            return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
+        return EXIT_OK, summary(manifest)
+    return EXIT_OK, {"jobs": [summary(m) for m in await jobs.list_manifests(container)]}
+
+
+async def results(target: Target, job: str, output: Path | None, *, jsonl: bool) -> tuple[int, dict[str, Any]]:
+    manifest = await jobs.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
+    if manifest is None:
+        return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
+    key = "jsonl" if jsonl else "csv"
+    if manifest.state != State.DONE or key not in manifest.results:
+        info = summary(manifest)
+        info["error"] = info.get("error") or f"job {job} is {manifest.state}; results exist once it is done"
+        return EXIT_FAILED, info
+    name = manifest.results[key]
+    dest = output or Path(name.rsplit("/", 1)[-1])
+    try:
+        stream = await target.blobs.get_blob_client(OUTPUT_CONTAINER, name).download_blob()
+    except ResourceNotFoundError:
+        return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} is missing"}
+    with dest.open("wb") as out:
+        async for chunk in stream.chunks():
+            out.write(chunk)
+    return EXIT_OK, {**summary(manifest), "file": str(dest)}

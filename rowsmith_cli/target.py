@@ -1,0 +1,74 @@
+"""Where the CLI talks to: the local stack (Azurite) or a deployed storage account.
+
+Against Azure the CLI signs in as the developer (`az login` / `azd auth login`) through
+DefaultAzureCredential; the deployment grants that user the data roles it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import DefaultAzureCredential
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
+from processing.clients import make_blob_service, make_queue_service
+from processing.settings import CliSettings, StorageSettings
+
+
+class TargetError(Exception):
+    """The CLI does not know which storage account to use."""
+
+
+@dataclass
+class Target:
+    blobs: BlobServiceClient
+    queues: QueueServiceClient
+    local: bool  # the local stack: `submit` also raises the BlobCreated event itself
+    credential: AsyncTokenCredential | None
+    description: str
+
+    async def close(self) -> None:
+        await self.blobs.close()
+        await self.queues.close()
+        if self.credential:
+            await self.credential.close()
+
+
+def stack_file(state_dir: Path) -> Path:
+    return state_dir / "stack.json"
+
+
+def local_connection_string(state_dir: Path) -> str | None:
+    path = stack_file(state_dir)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data.get("app_settings", {}).get("AzureWebJobsStorage")
+
+
+def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
+    if local or (account is None and cli.storage_account is None and cli.blob_url is None):
+        conn = local_connection_string(cli.state_dir)
+        if not conn:
+            raise TargetError(
+                "no storage account given and no local stack running: start one with `rowsmith local up`, "
+                "or pass --account NAME (or set AZURE_STORAGE_ACCOUNT, as `azd env get-values` provides)"
+            )
+        storage = StorageSettings(connection_string=conn)
+        return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "local stack")
+    name = account or cli.storage_account
+    blob = cli.blob_url if not account and cli.blob_url else f"https://{name}.blob.core.windows.net"
+    queue = cli.queue_url if not account and cli.queue_url else f"https://{name}.queue.core.windows.net"
+    storage = StorageSettings(blob_url=blob, queue_url=queue)
+    credential = DefaultAzureCredential(exclude_managed_identity_credential=True)
+    return Target(
+        make_blob_service(storage, credential),
+        make_queue_service(storage, credential),
+        False,
+        credential,
+        f"storage account {name or blob}",
+    )

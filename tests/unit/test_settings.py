@@ -1,0 +1,80 @@
+from collections.abc import Iterator, Mapping
+
+import pytest
+
+from processing.errors import ConfigurationError
+from processing.settings import (
+    CLI_SETTINGS_REFERENCE,
+    SETTINGS_REFERENCE,
+    CliSettings,
+    Settings,
+    StorageSettings,
+)
+
+
+class Recording(Mapping[str, str]):
+    """A mapping that remembers every name asked of it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return self.values[key]
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return self.values.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+BASE = {
+    "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com/",
+    "AzureWebJobsStorage__accountName": "acct",
+}
+
+
+def test_the_reference_lists_exactly_what_settings_reads():
+    env = Recording(dict(BASE))
+    Settings.from_env(env)
+    assert env.asked == {s.name for s in SETTINGS_REFERENCE}
+
+
+def test_cli_reference_matches_cli_settings():
+    env = Recording({})
+    CliSettings.from_env(env)
+    assert env.asked == {s.name for s in CLI_SETTINGS_REFERENCE}
+
+
+def test_identity_based_storage_from_account_name():
+    s = Settings.from_env(BASE)
+    assert s.storage.is_identity_based
+    assert s.storage.blob_url == "https://acct.blob.core.windows.net"
+    assert s.openai_endpoint == "https://x.openai.azure.com"
+    assert not s.managed_identity
+
+
+def test_managed_identity_when_the_platform_says_so():
+    assert Settings.from_env({**BASE, "IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi"}).managed_identity
+
+
+def test_missing_storage_names_both_ways_to_configure_it():
+    with pytest.raises(ConfigurationError, match=r"accountName.*Azurite"):
+        StorageSettings.from_env({})
+
+
+@pytest.mark.parametrize(("name", "value"), [("ROWSMITH_SHARD_ROWS", "ten"), ("ROWSMITH_SHARD_ROWS", "0")])
+def test_bad_numbers_name_the_setting(name, value):
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_openai_endpoint_is_required():
+    with pytest.raises(ConfigurationError, match="AZURE_OPENAI_ENDPOINT"):
+        Settings.from_env({"AzureWebJobsStorage__accountName": "acct"})

@@ -1,0 +1,55 @@
+import json
+
+from processing.columns import added_columns, unique_header
+from processing.jobs import Manifest, job_id_for
+from processing.model import retry_after
+from processing.results import MAX_APPEND, Record, _blocks, parse_lines
+
+
+def test_added_columns_never_clash_with_input_columns():
+    assert added_columns(["id", "text"], ["answer"]) == ["answer", "status", "error"]
+    assert added_columns(["status", "answer", "rowsmith_answer"], ["answer"]) == [
+        "rowsmith_answer_2",
+        "rowsmith_status",
+        "error",
+    ]
+
+
+def test_unique_header_for_json_keys():
+    assert unique_header(["a", "", "a", "a"]) == ["a", "column_2", "a_2", "a_3"]
+
+
+def test_job_id_is_stable_per_upload_and_new_per_etag():
+    url = "https://acct.blob.core.windows.net/input/triage/My%20Tickets.csv"
+    same = job_id_for(url, '"0x1"')
+    assert same == job_id_for(url.replace("%20", " "), "0x1")
+    assert same != job_id_for(url, "0x2")
+    assert same.startswith("my-tickets-")
+
+
+def test_retry_after_prefers_milliseconds():
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({}) == 5.0
+
+
+def test_record_is_one_line_whatever_the_cells_contain():
+    rec = Record(1, "ok", ["line\nbreak", "\x00\x1b[31m", "\u2028"], answer="fine", usage=(3, 4))
+    line = rec.to_line()
+    assert line.count(b"\n") == 1
+    (back,) = parse_lines(line)
+    assert back == rec
+
+
+def test_append_blocks_keep_lines_whole_and_under_the_limit():
+    lines = [b"x" * (MAX_APPEND // 3) + b"\n" for _ in range(7)]
+    blocks = list(_blocks(lines))
+    assert all(len(b) <= MAX_APPEND and b.endswith(b"\n") for b in blocks)
+    assert b"".join(blocks) == b"".join(lines)
+
+
+def test_manifest_round_trips():
+    m = Manifest("j", "input", "a.csv", "http://x/input/a.csv", "0x1", "default", "default/a", total_rows=25_001)
+    back = Manifest.from_json(m.to_json(), etag="e")
+    assert back == m and back.shards == 3
+    assert json.loads(m.to_json())["version"] == 1
