@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -154,3 +155,17 @@ async def results(target: Target, job: str, output: Path | None, *, jsonl: bool)
         async for chunk in stream.chunks():
             out.write(chunk)
     return EXIT_OK, {**summary(manifest), "file": str(dest)}
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One human line for a job summary."""
+    if "state" not in info or "total_rows" not in info:
+        return json.dumps(info)
+    total = info["total_rows"] if info["total_rows"] is not None else "?"
+    parts = [
+        f"{info['job']}  {info['state']:<10}  {info.get('ok_rows', 0)} ok, {info.get('error_rows', 0)} errors "
+        f"of {total} rows  ({info.get('source')}, pipeline {info.get('pipeline')})"
+    ]
+    if info.get("results_blob"):
+        parts.append(f"  results: {info['results_blob']}")
+    return "\n".join(parts)

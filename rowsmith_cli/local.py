@@ -1,0 +1,189 @@
+"""`rowsmith local up|down|status` and `rowsmith demo`: the local stack as background processes.
+
+The stack is Azurite, the managed-identity endpoint, the Azure OpenAI emulator (all from
+localdev/) and the local runner driving function_app.py. Its state (pids, ports, the app
+settings) lives in <state dir>/stack.json; `local.settings.json` is written for `func start`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from localdev.stack import Stack, running_stack, start_stack, write_local_settings
+from processing.settings import APP_ROOT, CliSettings
+from rowsmith_cli import commands
+from rowsmith_cli.target import resolve, stack_file
+
+RUNNER_PID = "runner.pid"
+
+
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--latency-ms", type=float, default=20, help="emulated model latency (default 20)")
+    parser.add_argument("--rpm", type=int, default=0, help="emulated requests-per-minute quota (0: none)")
+    parser.add_argument("--tpm", type=int, default=0, help="emulated tokens-per-minute quota (0: none)")
+    parser.add_argument(
+        "--finalize-interval", type=float, default=2, help="seconds between a job's completion checks (default 2)"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _runner_pid(cli: CliSettings) -> int | None:
+    try:
+        return int((cli.state_dir / RUNNER_PID).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running(cli: CliSettings) -> Stack | None:
+    """The local stack, if it and its runner are up."""
+    stack = running_stack(cli.state_dir)
+    pid = _runner_pid(cli)
+    if stack and all(stack.running().values()) and pid and _alive(pid):
+        return stack
+    return None
+
+
+def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
+    with (state_dir / "runner.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
+            cwd=APP_ROOT,
+            env={**os.environ, **settings},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the `rowsmith local up` that started it
+        )
+    (state_dir / RUNNER_PID).write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def local_app_settings(stack: Stack, finalize_interval: float) -> dict[str, str]:
+    return {**stack.app_settings(), "ROWSMITH_FINALIZE_INTERVAL_SECONDS": str(finalize_interval)}
+
+
+def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
+    """Start the stack and the runner unless they run already; (stack, already_running)."""
+    stack = running(cli)
+    if stack:
+        return stack, True
+    down(cli)  # whatever is left of a half-dead stack goes first
+    cli.state_dir.mkdir(parents=True, exist_ok=True)
+    stack = start_stack(cli.state_dir, detached=True, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm)
+    settings = local_app_settings(stack, args.finalize_interval)
+    _start_runner(cli.state_dir, settings)
+    write_local_settings(APP_ROOT / "local.settings.json", settings)
+    return stack, False
+
+
+def down(cli: CliSettings) -> dict[str, Any]:
+    stopped = False
+    pid = _runner_pid(cli)
+    if pid and _alive(pid):
+        # SIGTERM lets the runner finish the invocations in flight.
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped = True
+    (cli.state_dir / RUNNER_PID).unlink(missing_ok=True)
+    path = stack_file(cli.state_dir)
+    if path.is_file():
+        try:
+            Stack.load(path).stop()
+            stopped = True
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    return {"stopped": stopped}
+
+
+async def run(args: argparse.Namespace, cli: CliSettings) -> tuple[int, dict[str, Any]]:
+    if args.action == "up":
+        stack, already = up(args, cli)
+        settings = stack.app_settings()
+        info = {
+            "running": True,
+            "already_running": already,
+            "state_file": str(stack_file(cli.state_dir)),
+            "openai_endpoint": settings["AZURE_OPENAI_ENDPOINT"],
+            "identity_endpoint": settings["IDENTITY_ENDPOINT"],
+            "local_settings": str(APP_ROOT / "local.settings.json"),
+        }
+        if not args.json:
+            word = "already running" if already else "started"
+            print(f"local stack {word}; settings for `func start` in {info['local_settings']}", file=sys.stderr)
+        return commands.EXIT_OK, info
+    if args.action == "down":
+        return commands.EXIT_OK, down(cli)
+    stack = running(cli)
+    return (commands.EXIT_OK if stack else commands.EXIT_FAILED), {"running": bool(stack)}
+
+
+def preview(path: Path, rows: int = 5, width: int = 34) -> str:
+    """A few rows of the results, input columns first and last few added columns, truncated."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = [r for _, r in zip(range(rows), reader, strict=False)]
+    keep = [0, *range(max(1, len(header) - 5), len(header))] if len(header) > 6 else list(range(len(header)))
+
+    def cut(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    table = [[cut(header[i]) for i in keep]] + [[cut(r[i]) if i < len(r) else "" for i in keep] for r in body]
+    widths = [max(len(row[c]) for row in table) for c in range(len(keep))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table)
+
+
+async def demo(args: argparse.Namespace, cli: CliSettings) -> tuple[int, dict[str, Any]]:
+    started = running(cli) is None
+    if started:
+        if not args.json:
+            print("starting the local stack (Azurite, identity endpoint, Azure OpenAI emulator, runner)...")
+        up(args, cli)
+    try:
+        target = resolve(None, local=True, cli=cli)
+        try:
+            code, info = await commands.submit(
+                target, args.file, pipeline=args.pipeline, wait=True, timeout=args.timeout, quiet=args.json
+            )
+            if code == commands.EXIT_OK:
+                out_dir = Path("results")
+                out_dir.mkdir(exist_ok=True)
+                name = Path(info["results_blob"]).name
+                code, info = await commands.results(target, info["job"], out_dir / name, jsonl=False)
+        finally:
+            await target.close()
+    finally:
+        if started:
+            down(cli)
+    if not args.json:
+        print(commands.describe(info))
+        if info.get("file"):
+            print(f"\nresults file: {info['file']}\n")
+            print(preview(Path(info["file"])))
+        elif info.get("error"):
+            print(f"error: {info['error']}", file=sys.stderr)
+    return code, info
+
+
+__all__ = ["add_stack_options", "demo", "run"]

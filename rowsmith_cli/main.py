@@ -1,0 +1,118 @@
+"""`rowsmith`: submit CSVs, watch jobs, fetch results; start and stop the local stack.
+
+Every command takes --json and then prints one JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from processing.errors import RowsmithError
+from processing.settings import CliSettings
+from rowsmith_cli import commands, local
+from rowsmith_cli.target import TargetError, resolve
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--account",
+        help="storage account of an Azure deployment (default: AZURE_STORAGE_ACCOUNT, else the local stack)",
+    )
+    parser.add_argument("--local", action="store_true", help="use the local stack even if an account is set")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rowsmith", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_local = sub.add_parser("local", help="start or stop the local stack (Azurite, emulators, runner)")
+    local_sub = p_local.add_subparsers(dest="action", required=True)
+    up = local_sub.add_parser("up", help="start the local stack in the background")
+    local.add_stack_options(up)
+    local_sub.add_parser("down", help="stop the local stack")
+    local_sub.add_parser("status", help="is the local stack running?")
+
+    p_submit = sub.add_parser("submit", help="upload a CSV to the input container, starting a job")
+    p_submit.add_argument("file", type=Path)
+    p_submit.add_argument("--pipeline", help="pipeline name: uploads to input/<pipeline>/ (default: default)")
+    p_submit.add_argument("--wait", action="store_true", help="show progress and wait until the job ends")
+    p_submit.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits (default 3600)")
+    _add_target(p_submit)
+
+    p_status = sub.add_parser("status", help="jobs with their state and row counts")
+    p_status.add_argument("job", nargs="?")
+    _add_target(p_status)
+
+    p_results = sub.add_parser("results", help="download a job's results CSV")
+    p_results.add_argument("job")
+    p_results.add_argument("-o", "--output", type=Path, help="where to write it (default: ./<file>.results.csv)")
+    p_results.add_argument("--jsonl", action="store_true", help="download the JSON lines twin instead")
+    _add_target(p_results)
+
+    p_demo = sub.add_parser("demo", help="run a CSV end to end on a fresh local stack, then stop it")
+    p_demo.add_argument("file", type=Path)
+    p_demo.add_argument("--pipeline", default="default")
+    p_demo.add_argument("--timeout", type=float, default=600)
+    local.add_stack_options(p_demo)
+    return parser
+
+
+def _print_human(command: str, info: dict[str, Any]) -> None:
+    if "jobs" in info:
+        if not info["jobs"]:
+            print("no jobs yet")
+        for job in info["jobs"]:
+            print(commands.describe(job))
+        return
+    if info.get("error"):
+        print(f"error: {info['error']}", file=sys.stderr)
+    elif command in ("status", "submit", "results"):
+        print(commands.describe(info))
+    if info.get("error_report_blob"):
+        print(f"error report: {info['error_report_blob']}", file=sys.stderr)
+    if info.get("file"):
+        print(f"wrote {info['file']}")
+
+
+async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    cli = CliSettings.from_env()
+    if args.command == "local":
+        return await local.run(args, cli)
+    if args.command == "demo":
+        return await local.demo(args, cli)
+    target = resolve(getattr(args, "account", None), local=getattr(args, "local", False), cli=cli)
+    try:
+        if args.command == "submit":
+            return await commands.submit(
+                target, args.file, pipeline=args.pipeline, wait=args.wait, timeout=args.timeout, quiet=args.json
+            )
+        if args.command == "status":
+            return await commands.status(target, args.job)
+        return await commands.results(target, args.job, args.output, jsonl=args.jsonl)
+    finally:
+        await target.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code, info = asyncio.run(_run(args))
+    except (TargetError, RowsmithError, FileNotFoundError, ValueError) as exc:
+        code, info = commands.EXIT_FAILED, {"error": str(exc)}
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        _print_human(args.command, info)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
