@@ -15,6 +15,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
 
 from processing import jobs
 from processing.clients import Clients
@@ -74,7 +75,7 @@ async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:
         await clients.jobs.upload_blob(
             fatal_blob(job),
             json.dumps(describe(exc)).encode(),
-            etag="*",
+            # If-None-Match: * (the SDK takes no etag with IfMissing).
             match_condition=MatchConditions.IfMissing,
         )
 

@@ -84,11 +84,11 @@ async def _save_progress(clients: Clients, manifest: Manifest, progress: Progres
     kwargs: dict[str, Any] = (
         {"etag": progress.etag, "match_condition": MatchConditions.IfNotModified}
         if progress.etag
-        else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+        else {"match_condition": MatchConditions.IfMissing}
     )
     try:
-        result = await clients.jobs.upload_blob(
-            jobs.progress_blob(manifest.job), progress.to_bytes(), overwrite=True, **kwargs
+        result = await clients.jobs.get_blob_client(jobs.progress_blob(manifest.job)).upload_blob(
+            progress.to_bytes(), overwrite=True, **kwargs
         )
     except (ResourceModifiedError, ResourceExistsError):
         return False

@@ -17,9 +17,11 @@ from urllib.parse import unquote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
 MANIFEST_VERSION = 1
+_JSON = ContentSettings(content_type="application/json")
 
 
 class State:
@@ -128,8 +130,8 @@ async def create(jobs: ContainerClient, manifest: Manifest) -> bool:
     """Write a new manifest; False if it already exists (a duplicate event got there first)."""
     manifest.stamp("created")
     try:
-        result = await jobs.upload_blob(
-            manifest_blob(manifest.job), manifest.to_json(), overwrite=False, content_type="application/json"
+        result = await jobs.get_blob_client(manifest_blob(manifest.job)).upload_blob(
+            manifest.to_json(), overwrite=False, content_settings=_JSON
         )
     except ResourceExistsError:
         return False
@@ -142,13 +144,12 @@ async def save(jobs: ContainerClient, manifest: Manifest) -> None:
     from azure.core.exceptions import ResourceModifiedError
 
     try:
-        result = await jobs.upload_blob(
-            manifest_blob(manifest.job),
+        result = await jobs.get_blob_client(manifest_blob(manifest.job)).upload_blob(
             manifest.to_json(),
             overwrite=True,
             etag=manifest.etag,
             match_condition=MatchConditions.IfNotModified,
-            content_type="application/json",
+            content_settings=_JSON,
         )
     except ResourceModifiedError:
         raise ManifestConflict(manifest.job) from None

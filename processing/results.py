@@ -84,7 +84,7 @@ def _blocks(lines: Iterable[bytes]) -> Iterator[bytes]:
 async def ensure_shard(jobs: ContainerClient, job: str, shard: int) -> None:
     blob = jobs.get_blob_client(shard_blob(job, shard))
     with contextlib.suppress(ResourceExistsError):
-        await blob.create_append_blob(etag="*", match_condition=MatchConditions.IfMissing)
+        await blob.create_append_blob(match_condition=MatchConditions.IfMissing)
 
 
 async def append(jobs: ContainerClient, job: str, shard: int, records: Iterable[Record]) -> None:

@@ -1,0 +1,402 @@
+"""The local stack: Azurite, the identity endpoint and the Azure OpenAI emulator, together.
+
+`start_stack(workdir)` runs the three as child processes on free loopback ports, creates
+the app's containers and queues, writes `workdir/stack.json` (pids, ports, app settings)
+and returns a `Stack`. `Stack.app_settings()` is the environment the Function App needs
+to run against it; `Stack.load(path).stop()` stops a stack another process started
+(`rowsmith local up` starts one detached, `rowsmith local down` stops it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+from localdev import azurite as azurite_mod
+from localdev import identity_endpoint, openai_emulator
+from localdev.ports import (
+    LOOPBACK,
+    free_ports,
+    pid_matches,
+    python_module_command,
+    spawn,
+    terminate_pid,
+    wait_for_port,
+)
+from processing.names import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
+from processing.settings import DEFAULT_API_VERSION
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "stack.json"
+STATE_VERSION = 1
+# Children are stopped in this order: the emulators first, storage last.
+STOP_ORDER = ("emulator", "identity", "azurite")
+
+
+class StackAlreadyRunningError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackPorts:
+    """Ports of the stack's services; None means a free one is picked at start."""
+
+    blob: int | None = None
+    queue: int | None = None
+    table: int | None = None
+    identity: int | None = None
+    emulator: int | None = None
+
+    @classmethod
+    def of(cls, ports: StackPorts | Mapping[str, int] | None) -> StackPorts:
+        if ports is None:
+            return cls()
+        if isinstance(ports, StackPorts):
+            return cls(**{f.name: getattr(ports, f.name) for f in fields(cls)})
+        unknown = set(ports) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown stack ports: {', '.join(sorted(unknown))}")
+        return cls(**dict(ports))
+
+    def filled(self) -> StackPorts:
+        names = [f.name for f in fields(self)]
+        spare = iter(free_ports(len(names)))
+        return StackPorts(**{n: getattr(self, n) or next(spare) for n in names})
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Service:
+    """One child process of the stack."""
+
+    name: str
+    pid: int
+    marker: str  # what its command line must contain before we signal it (pid reuse guard)
+    log: Path
+    process: Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return pid_matches(self.pid, self.marker)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        terminate_pid(self.pid, self.marker, timeout)
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                self.process.wait(timeout=5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "marker": self.marker, "log": str(self.log)}
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Service:
+        return cls(name, int(data["pid"]), str(data["marker"]), Path(data["log"]))
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    ports: StackPorts
+    settings: dict[str, str]
+    services: dict[str, Service]
+    detached: bool = False
+    in_memory: bool = True
+    deployments: list[str] = field(default_factory=lambda: list(openai_emulator.DEFAULT_DEPLOYMENTS))
+    started_at: float = field(default_factory=time.time)
+    _stopped: bool = field(default=False, repr=False)
+
+    # --- what callers use ---------------------------------------------------------------
+
+    def app_settings(self) -> dict[str, str]:
+        """The Function App's environment for this stack (a copy: change it freely)."""
+        return dict(self.settings)
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.emulator}"
+
+    @property
+    def identity_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.identity}"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.identity_url + identity_endpoint.JWKS_PATH
+
+    @property
+    def connection_string(self) -> str:
+        return self.settings[STORAGE_CONNECTION]
+
+    @property
+    def blob_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.blob}/{azurite_mod.DEV_ACCOUNT_NAME}"
+
+    @property
+    def queue_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.queue}/{azurite_mod.DEV_ACCOUNT_NAME}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    def running(self) -> dict[str, bool]:
+        return {name: service.alive() for name, service in self.services.items()}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every child (safe to call twice) and remove the state and pid files."""
+        for name in STOP_ORDER:
+            service = self.services.get(name)
+            if service is not None:
+                service.stop(timeout)
+        if not self._stopped:
+            self._remove_own_files()
+        self._stopped = True
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- state file -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "workdir": str(self.workdir),
+            "started_at": self.started_at,
+            "detached": self.detached,
+            "in_memory": self.in_memory,
+            "deployments": list(self.deployments),
+            "ports": self.ports.as_dict(),
+            "processes": {name: s.to_dict() for name, s in self.services.items()},
+            "urls": {
+                "blob": self.blob_url,
+                "queue": self.queue_url,
+                "identity": self.identity_url,
+                "jwks": self.jwks_url,
+                "emulator": self.emulator_url,
+            },
+            # rowsmith_cli.target reads app_settings.AzureWebJobsStorage from here.
+            "app_settings": self.app_settings(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stack:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown stack state version {data.get('version')!r}")
+        return cls(
+            workdir=Path(data["workdir"]),
+            ports=StackPorts.of(data["ports"]),
+            settings=dict(data["app_settings"]),
+            services={name: Service.from_dict(name, s) for name, s in data["processes"].items()},
+            detached=bool(data.get("detached", False)),
+            in_memory=bool(data.get("in_memory", True)),
+            deployments=list(data.get("deployments", openai_emulator.DEFAULT_DEPLOYMENTS)),
+            started_at=float(data.get("started_at", 0.0)),
+        )
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)  # readers never see half a file
+        for name, service in self.services.items():
+            (self.workdir / f"{name}.pid").write_text(f"{service.pid}\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Stack:
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def _remove_own_files(self) -> None:
+        # Only files that still describe this stack: a newer stack may have replaced them.
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if Stack.load(self.state_path).to_dict()["processes"] == self.to_dict()["processes"]:
+                self.state_path.unlink()
+        for name, service in self.services.items():
+            pid_file = self.workdir / f"{name}.pid"
+            with contextlib.suppress(OSError, ValueError):
+                if int(pid_file.read_text().strip()) == service.pid:
+                    pid_file.unlink()
+
+
+def running_stack(workdir: Path) -> Stack | None:
+    """The stack recorded in `workdir`, if any of its processes still runs."""
+    path = workdir / STATE_FILE
+    try:
+        stack = Stack.load(path)
+    except (OSError, ValueError, KeyError):
+        return None
+    return stack if any(stack.running().values()) else None
+
+
+def start_stack(
+    workdir: Path,
+    *,
+    ports: StackPorts | Mapping[str, int] | None = None,
+    in_memory: bool = True,
+    detached: bool = False,
+    deployments: list[str] | tuple[str, ...] = openai_emulator.DEFAULT_DEPLOYMENTS,
+    rpm: int = 0,
+    tpm: int = 0,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    fault_rates: Mapping[str, float] | None = None,
+    seed: int | None = None,
+    debug: bool = False,
+    timeout: float = 60.0,
+) -> Stack:
+    """Start Azurite, the identity endpoint and the emulator; return once all answer.
+
+    `detached`: the children get their own session and survive this process (for
+    `rowsmith local up`); stop them later with `Stack.load(workdir / "stack.json").stop()`.
+    `in_memory=False` keeps Azurite's data in `workdir/azurite-data` across restarts.
+    """
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    existing = running_stack(workdir)
+    if existing is not None:
+        raise StackAlreadyRunningError(
+            f"a local stack is already running from {existing.state_path}; stop it first (`rowsmith local down`)"
+        )
+    # Validated before anything starts: a bad fault rate should not leave Azurite behind.
+    config = openai_emulator.EmulatorConfig(
+        deployments=list(deployments),
+        rpm=rpm,
+        tpm=tpm,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        fault_rates=dict(fault_rates or {}),
+        seed=seed,
+    )
+    config.validate()
+    picked = StackPorts.of(ports).filled()
+    header = secrets.token_urlsafe(32)
+    services: dict[str, Service] = {}
+    try:
+        # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
+        services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
+        services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
+        services["azurite"] = _start_azurite(
+            workdir, picked, in_memory=in_memory, debug=debug, detached=detached, timeout=timeout
+        )
+        for name in ("identity", "emulator"):
+            _wait_ready(services[name], getattr(picked, name), timeout)
+        conn = azurite_mod.connection_string(picked.blob, picked.queue, picked.table)
+        azurite_mod.ensure_resources(conn, ALL_CONTAINERS, ALL_QUEUES)
+    except BaseException:
+        for name in STOP_ORDER:
+            if name in services:
+                services[name].stop()
+        raise
+    stack = Stack(
+        workdir=workdir,
+        ports=picked,
+        settings=_app_settings(conn, picked, header, config.deployments[0]),
+        services=services,
+        detached=detached,
+        in_memory=in_memory,
+        deployments=config.deployments,
+    )
+    stack.save()
+    return stack
+
+
+def _app_settings(conn: str, ports: StackPorts, header: str, deployment: str) -> dict[str, str]:
+    return {
+        STORAGE_CONNECTION: conn,
+        **identity_endpoint.endpoint_settings(f"http://{LOOPBACK}:{ports.identity}", header),
+        "AZURE_OPENAI_ENDPOINT": f"http://{LOOPBACK}:{ports.emulator}",
+        "AZURE_OPENAI_DEPLOYMENT": deployment,
+        "AZURE_OPENAI_API_VERSION": DEFAULT_API_VERSION,
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+    }
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The children run `-m localdev...` from the workdir: make the checkout importable
+    # whether or not the package is pip-installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def _spawn_identity(workdir: Path, port: int | None, header: str, detached: bool) -> Service:
+    command = python_module_command("localdev.identity_endpoint", "--port", str(port))
+    log = workdir / "identity.log"
+    # The header travels in the environment, not argv, so `ps` does not show it.
+    env = _child_env({"IDENTITY_HEADER": header})
+    process = spawn(command, log_path=log, cwd=workdir, env=env, detached=detached)
+    return Service("identity", process.pid, identity_endpoint.PROCESS_MARKER, log, process)
+
+
+def _spawn_emulator(
+    workdir: Path, ports: StackPorts, config: openai_emulator.EmulatorConfig, detached: bool
+) -> Service:
+    jwks_url = f"http://{LOOPBACK}:{ports.identity}{identity_endpoint.JWKS_PATH}"
+    args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *openai_emulator.config_to_args(config)]
+    log = workdir / "emulator.log"
+    process = spawn(
+        python_module_command("localdev.openai_emulator", *args),
+        log_path=log,
+        cwd=workdir,
+        env=_child_env(),
+        detached=detached,
+    )
+    return Service("emulator", process.pid, openai_emulator.PROCESS_MARKER, log, process)
+
+
+def _start_azurite(
+    workdir: Path, ports: StackPorts, *, in_memory: bool, debug: bool, detached: bool, timeout: float
+) -> Service:
+    instance = azurite_mod.start_azurite(
+        workdir,
+        blob_port=ports.blob,
+        queue_port=ports.queue,
+        table_port=ports.table,
+        in_memory=in_memory,
+        debug=debug,
+        detached=detached,
+        timeout=timeout,
+    )
+    assert instance.log_path is not None
+    return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)
+
+
+def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
+    assert port is not None
+    wait_for_port(LOOPBACK, port, timeout, process=service.process, name=service.name, log_path=service.log)
+    # A listening port could belong to another process that grabbed the free port first:
+    # ask the health route, and make sure our child is still the one alive.
+    path = "/_identity/health" if service.name == "identity" else "/_emulator/health"
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    try:
+        connection.request("GET", path)
+        status = connection.getresponse().status
+    finally:
+        connection.close()
+    if status != 200 or not service.alive():
+        raise RuntimeError(f"{service.name} on port {port} is not ours or not healthy (see {service.log})")
+
+
+def write_local_settings(path: Path, settings: Mapping[str, str]) -> Path:
+    """Write a local.settings.json for `func start` (it is git-ignored: it holds Azurite's key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"IsEncrypted": False, "Values": dict(settings)}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

@@ -1,0 +1,148 @@
+"""Helpers for tests that push files through the real functions on the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from localdev.stack import Stack
+from processing import jobs
+from processing.clients import make_blob_service, make_queue_service
+from processing.jobs import Manifest, State
+from processing.settings import APP_ROOT, StorageSettings
+from rowsmith_cli import commands
+from rowsmith_cli.target import Target
+
+FIXTURE_PIPELINES = Path(__file__).resolve().parent.parent / "fixtures" / "pipelines"
+
+
+def emulated_text(user_message: str) -> str:
+    """The emulator's documented answer for a text request (localdev/openai_emulator.py)."""
+    return f"emulated answer {hashlib.sha256(user_message.encode()).hexdigest()[:16]}"
+
+
+class RunnerProcess:
+    """`python -m localdev.runner` driving function_app.py, as `rowsmith local up` starts it."""
+
+    def __init__(self, settings: Mapping[str, str], log: Path) -> None:
+        self.settings = dict(settings)
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 30) -> RunnerProcess:
+        env = {**os.environ, **self.settings}
+        env["PYTHONPATH"] = str(APP_ROOT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
+            cwd=APP_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"runner did not start; log:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def _pump(self) -> None:
+        assert self.process and self.process.stdout
+        with self.log_path.open("ab") as log:
+            for line in self.process.stdout:
+                log.write(line)
+                log.flush()
+                if b"ready" in line.lower():
+                    self._ready.set()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> RunnerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def app_settings(stack: Stack, **overrides: str) -> dict[str, str]:
+    settings = {
+        **stack.app_settings(),
+        "ROWSMITH_PIPELINES_DIR": str(FIXTURE_PIPELINES),
+        "ROWSMITH_FINALIZE_INTERVAL_SECONDS": "1",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def local_target(stack: Stack) -> Target:
+    storage = StorageSettings(connection_string=stack.connection_string)
+    return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "test stack")
+
+
+async def submit_and_wait(
+    stack: Stack, path: Path, pipeline: str | None, timeout: float = 60
+) -> tuple[int, dict[str, Any]]:
+    target = local_target(stack)
+    try:
+        return await commands.submit(target, path, pipeline=pipeline, wait=True, timeout=timeout, quiet=True)
+    finally:
+        await target.close()
+
+
+async def download(stack: Stack, container: str, name: str) -> bytes:
+    target = local_target(stack)
+    try:
+        stream = await target.blobs.get_blob_client(container, name).download_blob()
+        return await stream.readall()
+    finally:
+        await target.close()
+
+
+async def manifest(stack: Stack, job: str) -> Manifest | None:
+    target = local_target(stack)
+    try:
+        return await jobs.load(target.blobs.get_container_client("jobs"), job)
+    finally:
+        await target.close()
+
+
+async def wait_state(stack: Stack, job: str, states: frozenset[str] = State.FINAL, timeout: float = 60) -> Manifest:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await manifest(stack, job)
+        if found and found.state in states:
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"job {job} did not reach {set(states)} in {timeout} s")
+
+
+async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, stack.emulator_url + path, json=body) as response:
+            response.raise_for_status()
+            return await response.json()

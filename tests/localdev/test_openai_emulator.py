@@ -1,0 +1,477 @@
+"""The Azure OpenAI emulator, called by the real openai client with real managed-identity tokens.
+
+Expected answers are recomputed here from the rule in localdev/openai_emulator.py's
+docstring, independently of the emulator's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import jwt
+import openai
+import pytest
+from azure.identity.aio import ManagedIdentityCredential, get_bearer_token_provider
+from openai import AsyncAzureOpenAI
+from pydantic import BaseModel
+
+from localdev.identity_endpoint import IdentityEndpoint
+from localdev.openai_emulator import EmulatorConfig, OpenAIEmulator
+from localdev.ports import ServedApp, serve_app
+
+OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+API_VERSION = "2024-10-21"
+DEPLOYMENT = "gpt-4o-mini"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def expected_text(user: str) -> str:
+    return f"emulated answer {sha(user)[:16]}"
+
+
+def prop_hash(user: str, prop: str) -> str:
+    return sha(user + "\x00" + prop)
+
+
+def expected_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    return max(1, sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages))
+
+
+@dataclass
+class Local:
+    identity: IdentityEndpoint
+    emulator: OpenAIEmulator
+    identity_app: ServedApp
+    emulator_app: ServedApp
+    credential: ManagedIdentityCredential
+
+    def client(self, scope: str = OPENAI_SCOPE, **kwargs: Any) -> AsyncAzureOpenAI:
+        provider = get_bearer_token_provider(self.credential, scope)
+        options: dict[str, Any] = {"max_retries": 0, **kwargs}
+        return AsyncAzureOpenAI(
+            azure_endpoint=self.emulator_app.url, api_version=API_VERSION, azure_ad_token_provider=provider, **options
+        )
+
+    async def control(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.emulator_app.url + path, json=body) as response,
+        ):
+            return response.status, await response.json()
+
+    async def raw_chat(self, headers: dict[str, str], body: object) -> tuple[int, dict[str, Any]]:
+        url = f"{self.emulator_app.url}/openai/deployments/{DEPLOYMENT}/chat/completions"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, params={"api-version": API_VERSION}, headers=headers, json=body) as response,
+        ):
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def local(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Local]:
+    identity = IdentityEndpoint()
+    identity_app = await identity.serve()
+    emulator = OpenAIEmulator(identity_app.url + "/.well-known/jwks.json", EmulatorConfig(seed=1))
+    emulator_app = await emulator.serve()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", identity_app.url + "/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", identity.header)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    credential = ManagedIdentityCredential()
+    yield Local(identity, emulator, identity_app, emulator_app, credential)
+    await credential.close()
+    await emulator_app.stop()
+    await identity_app.stop()
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are terse."}, {"role": "user", "content": text}]
+
+
+# --- answers ------------------------------------------------------------------------------------
+
+
+async def test_text_answer_follows_the_documented_rule(local: Local) -> None:
+    messages = [
+        {"role": "system", "content": "Classify."},
+        {"role": "user", "content": "an earlier question"},
+        {"role": "assistant", "content": "an earlier answer"},
+        {"role": "user", "content": "Ticket 42: the invoice is wrong"},
+    ]
+    async with local.client() as client:
+        completion = await client.chat.completions.create(model=DEPLOYMENT, messages=messages)
+    content = expected_text("Ticket 42: the invoice is wrong")  # the LAST user message counts
+    assert completion.object == "chat.completion"
+    assert completion.model == DEPLOYMENT
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.choices[0].message.content == content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == expected_prompt_tokens(messages)
+    assert completion.usage.completion_tokens == len(content) // 4 + 1
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["billing", "bug", "feature", "other"]},
+        "summary": {"type": "string"},
+        "priority": {"type": "integer"},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+        "score": {"type": "number"},
+        "urgent": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "customer": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "tier": {"type": "string", "enum": ["free", "pro"]}},
+            "required": ["name", "tier"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["category", "summary", "priority", "stars", "score", "urgent", "tags", "customer"],
+    "additionalProperties": False,
+}
+
+
+def expected_schema_answer(u: str) -> dict[str, Any]:
+    def h(prop: str) -> str:
+        return prop_hash(u, prop)
+
+    return {
+        "category": ["billing", "bug", "feature", "other"][int(h("category")[:8], 16) % 4],
+        "summary": f"summary-{h('summary')[:8]}",
+        "priority": int(h("priority")[:4], 16) % 100,
+        "stars": 1 + int(h("stars")[:4], 16) % 5,
+        "score": float(int(h("score")[:4], 16) % 100),
+        "urgent": int(h("urgent")[0], 16) % 2 == 0,
+        "tags": [f"tags-{h('tags')[:6]}"],
+        "customer": {"name": f"name-{h('name')[:8]}", "tier": ["free", "pro"][int(h("tier")[:8], 16) % 2]},
+    }
+
+
+async def test_json_schema_answer_conforms_and_is_deterministic(local: Local) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "triage", "schema": SCHEMA, "strict": True}}
+    async with local.client() as client:
+        answers = [
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user(text), response_format=fmt)
+            for text in ("printer on fire", "printer on fire", "refund please")
+        ]
+    parsed = [json.loads(a.choices[0].message.content or "") for a in answers]
+    assert parsed[0] == expected_schema_answer("printer on fire")
+    assert parsed[1] == parsed[0]
+    assert parsed[2] == expected_schema_answer("refund please")
+    assert parsed[2] != parsed[0]
+    content = answers[0].choices[0].message.content or ""
+    assert answers[0].usage is not None and answers[0].usage.completion_tokens == len(content) // 4 + 1
+
+
+class Customer(BaseModel):
+    name: str
+    tier: Literal["free", "pro"]
+
+
+class Triage(BaseModel):
+    category: Literal["billing", "bug", "feature", "other"]
+    confidence: float
+    customer: Customer  # pydantic emits this as $defs + $ref
+
+
+async def test_structured_outputs_parse_with_a_pydantic_model(local: Local) -> None:
+    async with local.client() as client:
+        completion = await client.chat.completions.parse(
+            model=DEPLOYMENT, messages=user("my card was charged twice"), response_format=Triage
+        )
+    triage = completion.choices[0].message.parsed
+    assert isinstance(triage, Triage)
+    u = "my card was charged twice"
+    assert triage.category == ["billing", "bug", "feature", "other"][int(prop_hash(u, "category")[:8], 16) % 4]
+    assert triage.customer.name == f"name-{prop_hash(u, 'name')[:8]}"
+    assert triage.confidence == float(int(prop_hash(u, "confidence")[:4], 16) % 100)
+
+
+async def test_json_object_mode_and_max_tokens_cut(local: Local) -> None:
+    async with local.client() as client:
+        obj = await client.chat.completions.create(
+            model=DEPLOYMENT, messages=user("hello"), response_format={"type": "json_object"}
+        )
+        cut = await client.chat.completions.create(model=DEPLOYMENT, messages=user("hello"), max_tokens=2)
+    assert json.loads(obj.choices[0].message.content or "") == {"answer": expected_text("hello")}
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.choices[0].message.content == expected_text("hello")[:8]
+    assert cut.usage is not None and cut.usage.completion_tokens == 2
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+async def test_an_api_key_is_refused_like_a_keyless_resource(local: Local) -> None:
+    client = AsyncAzureOpenAI(
+        azure_endpoint=local.emulator_app.url, api_version=API_VERSION, api_key="a-key", max_retries=0
+    )
+    async with client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user("hi"))
+    assert caught.value.status_code == 401
+    assert caught.value.code == "AuthenticationTypeDisabled"
+    assert caught.value.message.endswith("Key based authentication is disabled for this resource.")
+
+
+async def test_an_expired_token_is_refused(local: Local) -> None:
+    local.identity.config.update({"expired": True})
+    async with local.client() as client:
+        with pytest.raises(openai.AuthenticationError, match="expired") as caught:
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user("hi"))
+    assert caught.value.code == "InvalidAuthenticationToken"
+
+
+async def test_a_token_for_another_audience_is_refused(local: Local) -> None:
+    async with local.client(scope=STORAGE_SCOPE) as client:
+        with pytest.raises(openai.AuthenticationError, match="audience") as caught:
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user("hi"))
+    assert "https://storage.azure.com" in caught.value.message
+
+
+async def test_missing_forged_and_foreign_tokens_are_refused(local: Local) -> None:
+    good = (await local.credential.get_token(OPENAI_SCOPE)).token
+    header, _, signature = good.split(".")
+    claims = jwt.decode(good, options={"verify_signature": False})
+    forged_payload = jwt.utils.base64url_encode(json.dumps({**claims, "oid": "someone-else"}).encode()).decode()
+    foreign = IdentityEndpoint(tenant_id=local.identity.tenant_id)  # a different key pair
+    foreign_token, _ = foreign.issue_token("https://cognitiveservices.azure.com")
+    cases = {
+        "no access token": {},
+        "not a well-formed JWT": {"Authorization": "Bearer not-a-jwt"},
+        "signature does not verify": {"Authorization": f"Bearer {header}.{forged_payload}.{signature}"},
+        "signing key": {"Authorization": f"Bearer {foreign_token}"},
+    }
+    for reason, headers in cases.items():
+        status, body = await local.raw_chat(headers, {"messages": user("hi")})
+        assert status == 401, reason
+        assert body["error"]["code"] == "InvalidAuthenticationToken"
+        assert reason in body["error"]["message"]
+    status, _ = await local.raw_chat({"Authorization": f"Bearer {good}"}, {"messages": user("hi")})
+    assert status == 200
+
+
+async def test_a_restarted_identity_endpoint_new_key_is_fetched(local: Local) -> None:
+    async with local.client() as client:
+        await client.chat.completions.create(model=DEPLOYMENT, messages=user("first"))
+    port = local.identity_app.port
+    await local.identity_app.stop()
+    restarted = IdentityEndpoint(header=local.identity.header)
+    app = await serve_app(restarted.app(), port=port)
+    try:
+        async with ManagedIdentityCredential() as credential:
+            token = (await credential.get_token(OPENAI_SCOPE)).token
+        status, body = await local.raw_chat({"Authorization": f"Bearer {token}"}, {"messages": user("again")})
+        assert status == 200, body
+    finally:
+        await app.stop()
+
+
+# --- request validation ----------------------------------------------------------------------
+
+
+async def test_unknown_deployment_and_bad_bodies(local: Local) -> None:
+    async with local.client() as client:
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.chat.completions.create(model="gpt-5-imaginary", messages=user("hi"))
+        with pytest.raises(openai.BadRequestError):
+            await client.chat.completions.create(model=DEPLOYMENT, messages=[])
+    assert missing.value.code == "DeploymentNotFound"
+    token = (await local.credential.get_token(OPENAI_SCOPE)).token
+    status, body = await local.raw_chat({"Authorization": f"Bearer {token}"}, {"prompt": "hi"})
+    assert status == 400
+    assert "messages" in body["error"]["message"]
+
+
+async def test_v1_route_takes_the_deployment_from_the_body(local: Local) -> None:
+    token = (await local.credential.get_token(OPENAI_SCOPE)).token
+    url = local.emulator_app.url + "/openai/v1/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        body = {"model": DEPLOYMENT, "messages": user("v1")}
+        async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            answer = await response.json()
+        body = {"model": "unknown", "messages": user("v1")}
+        async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 404
+    assert answer["choices"][0]["message"]["content"] == expected_text("v1")
+
+
+# --- quotas ---------------------------------------------------------------------------------------
+
+
+async def test_rpm_quota_answers_429_with_retry_after(local: Local) -> None:
+    status, config = await local.control("POST", "/_emulator/config", {"rpm": 2})
+    assert status == 200 and config["rpm"] == 2
+    async with local.client() as client:
+        first = await client.chat.completions.with_raw_response.create(model=DEPLOYMENT, messages=user("1"))
+        second = await client.chat.completions.with_raw_response.create(model=DEPLOYMENT, messages=user("2"))
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user("3"))
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    headers = caught.value.response.headers
+    retry_ms = int(headers["retry-after-ms"])
+    assert 55_000 < retry_ms <= 60_000  # the first request leaves the window a minute after it came
+    assert int(headers["retry-after"]) == math.ceil(retry_ms / 1000)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert "call rate limit" in caught.value.message
+    status, stats = await local.control("GET", "/_emulator/stats")
+    assert stats["throttled"] == stats["quota_throttled"] == 1
+    assert stats["by_status"] == {"200": 2, "429": 1}
+
+
+async def test_tpm_admission_counts_prompt_and_max_tokens(local: Local) -> None:
+    await local.control("POST", "/_emulator/config", {"tpm": 2500})
+    messages = user("x" * 40)
+    cost = expected_prompt_tokens(messages) + 1000
+    async with local.client() as client:
+        first = await client.chat.completions.with_raw_response.create(
+            model=DEPLOYMENT, messages=messages, max_tokens=1000
+        )
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(2500 - cost)
+        await client.chat.completions.create(model=DEPLOYMENT, messages=messages, max_tokens=1000)
+        with pytest.raises(openai.RateLimitError, match="token rate limit"):
+            await client.chat.completions.create(model=DEPLOYMENT, messages=messages, max_tokens=1000)
+        # A small request still fits in what is left.
+        await client.chat.completions.create(model=DEPLOYMENT, messages=messages, max_tokens=10)
+
+
+async def test_a_client_with_retries_waits_out_retry_after_ms(local: Local) -> None:
+    # [[fault:429:1]]: throttled once, then answered; the fault's retry-after-ms is honoured.
+    await local.control("POST", "/_emulator/config", {"fault_retry_after_ms": 300})
+    async with local.client(max_retries=1) as client:
+        started = time.monotonic()
+        completion = await client.chat.completions.create(model=DEPLOYMENT, messages=user("go [[fault:429:1]]"))
+    assert time.monotonic() - started >= 0.3
+    assert completion.choices[0].message.content == expected_text("go [[fault:429:1]]")
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+
+async def test_fault_markers(local: Local) -> None:
+    async with local.client() as client:
+
+        async def ask(text: str) -> Any:
+            return await client.chat.completions.create(model=DEPLOYMENT, messages=user(text))
+
+        with pytest.raises(openai.InternalServerError) as e500:
+            await ask("a [[fault:500]]")
+        assert e500.value.status_code == 500
+        with pytest.raises(openai.InternalServerError) as e503:
+            await ask("a [[fault:503]]")
+        assert e503.value.status_code == 503
+        with pytest.raises(openai.BadRequestError) as filtered:
+            await ask("a [[fault:content_filter]]")
+        assert filtered.value.code == "content_filter"
+        assert isinstance(filtered.value.body, dict)
+        assert filtered.value.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+        with pytest.raises(openai.BadRequestError) as too_long:
+            await ask("a [[fault:context_length]]")
+        assert too_long.value.code == "context_length_exceeded"
+        with pytest.raises(openai.APIConnectionError):
+            await ask("a [[fault:drop]]")
+        # :N faults only the first N times that exact message is seen.
+        with pytest.raises(openai.InternalServerError):
+            await ask("b [[fault:500:1]]")
+        assert (await ask("b [[fault:500:1]]")).choices[0].message.content == expected_text("b [[fault:500:1]]")
+    _, stats = await local.control("GET", "/_emulator/stats")
+    assert stats["faults"] == {"500": 2, "503": 1, "content_filter": 1, "context_length": 1, "drop": 1}
+    assert stats["dropped"] == 1
+
+
+async def test_timeout_fault_outlasts_the_client(local: Local) -> None:
+    await local.control("POST", "/_emulator/config", {"timeout_seconds": 5})
+    async with local.client(timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            await client.chat.completions.create(model=DEPLOYMENT, messages=user("slow [[fault:timeout]]"))
+    assert time.monotonic() - started < 3
+
+
+async def outcomes(local: Local, count: int) -> list[int]:
+    token = (await local.credential.get_token(OPENAI_SCOPE)).token
+    results = []
+    for i in range(count):
+        status, _ = await local.raw_chat({"Authorization": f"Bearer {token}"}, {"messages": user(f"row {i}")})
+        results.append(status)
+    return results
+
+
+async def test_random_faults_are_reproducible_with_a_seed(local: Local) -> None:
+    status, _ = await local.control("POST", "/_emulator/config", {"fault_rates": {"500": 0.5}, "seed": 7})
+    assert status == 200
+    first = await outcomes(local, 30)
+    await local.control("POST", "/_emulator/reset")
+    second = await outcomes(local, 30)
+    # "500" is first in the draw order: a request fails when its draw falls below 0.5.
+    draws = random.Random(7)
+    assert first == second == [500 if draws.random() < 0.5 else 200 for _ in range(30)]
+    assert 200 in first and 500 in first
+
+
+async def test_bad_configuration_is_refused(local: Local) -> None:
+    for body in ({"fault_rates": {"oops": 0.1}}, {"fault_rates": {"500": 0.7, "503": 0.7}}, {"rpm": -1}, {"x": 1}):
+        status, answer = await local.control("POST", "/_emulator/config", body)
+        assert status == 400, body
+        assert answer["error"]
+    status, config = await local.control("GET", "/_emulator/config")
+    assert config["fault_rates"] == {} and config["rpm"] == 0
+
+
+# --- latency, concurrency and stats --------------------------------------------------------------
+
+
+async def test_latency_concurrency_and_stats(local: Local) -> None:
+    await local.control("POST", "/_emulator/config", {"latency_ms": 200})
+    async with local.client() as client:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(client.chat.completions.create(model=DEPLOYMENT, messages=user(f"q{i}")) for i in range(8))
+        )
+        elapsed = time.monotonic() - started
+    assert 0.2 <= elapsed < 1.5  # concurrent, not one after another
+    key_client = AsyncAzureOpenAI(
+        azure_endpoint=local.emulator_app.url, api_version=API_VERSION, api_key="k", max_retries=0
+    )
+    async with key_client:
+        with pytest.raises(openai.AuthenticationError):
+            await key_client.chat.completions.create(model=DEPLOYMENT, messages=user("hi"))
+    await local.raw_chat({}, {"messages": user("hi")})
+
+    status, stats = await local.control("GET", "/_emulator/stats")
+    assert status == 200
+    assert stats["auth"] == {"bearer": 8, "api-key": 1, "none": 1}
+    assert stats["requests"] == 10 and stats["answered"] == 8
+    assert stats["by_status"] == {"200": 8, "401": 2}
+    assert stats["max_in_flight"] == 8 and stats["in_flight"] == 0
+    served = sum(a.usage.total_tokens for a in answers if a.usage)
+    assert stats["tokens"]["total"] == served
+    assert stats["deployments"][DEPLOYMENT]["answered"] == 8
+
+    _, zeroed = await local.control("POST", "/_emulator/reset")
+    assert zeroed["requests"] == 0 and zeroed["auth"] == {"bearer": 0, "api-key": 0, "none": 0}
+
+
+def test_config_defaults_are_the_documented_ones() -> None:
+    config = EmulatorConfig()
+    assert config.deployments == ["gpt-4o-mini"]
+    assert (config.rpm, config.tpm, config.latency_ms, config.default_max_tokens) == (0, 0, 0.0, 1000)
+    assert config.timeout_seconds == 30.0
