@@ -63,7 +63,7 @@ async def fail_job(
             name,
             json.dumps(body, indent=2, ensure_ascii=False).encode(),
             overwrite=True,
-            content_type="application/json",
+            content_settings=ContentSettings(content_type="application/json"),
         )
         manifest.results = {"error_report": name}
     await jobs.save(clients.jobs, manifest)

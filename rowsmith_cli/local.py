@@ -32,6 +32,12 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--finalize-interval", type=float, default=2, help="seconds between a job's completion checks (default 2)"
     )
+    parser.add_argument(
+        "--settings-file",
+        type=Path,
+        default=APP_ROOT / "local.settings.json",
+        help="where to write the settings for `func start` (default: local.settings.json in the app)",
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -88,7 +94,7 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
     stack = start_stack(cli.state_dir, detached=True, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm)
     settings = local_app_settings(stack, args.finalize_interval)
     _start_runner(cli.state_dir, settings)
-    write_local_settings(APP_ROOT / "local.settings.json", settings)
+    write_local_settings(args.settings_file, settings)
     return stack, False
 
 
@@ -125,7 +131,7 @@ async def run(args: argparse.Namespace, cli: CliSettings) -> tuple[int, dict[str
             "state_file": str(stack_file(cli.state_dir)),
             "openai_endpoint": settings["AZURE_OPENAI_ENDPOINT"],
             "identity_endpoint": settings["IDENTITY_ENDPOINT"],
-            "local_settings": str(APP_ROOT / "local.settings.json"),
+            "local_settings": str(args.settings_file),
         }
         if not args.json:
             word = "already running" if already else "started"

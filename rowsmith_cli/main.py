@@ -27,35 +27,41 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rowsmith", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    # --json is accepted before or after the command: `rowsmith --json status`, `rowsmith status --json`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on the last line"
+    )
+    parser = argparse.ArgumentParser(prog="rowsmith", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_local = sub.add_parser("local", help="start or stop the local stack (Azurite, emulators, runner)")
+    p_local = sub.add_parser(
+        "local", parents=[common], help="start or stop the local stack (Azurite, emulators, runner)"
+    )
     local_sub = p_local.add_subparsers(dest="action", required=True)
-    up = local_sub.add_parser("up", help="start the local stack in the background")
+    up = local_sub.add_parser("up", parents=[common], help="start the local stack in the background")
     local.add_stack_options(up)
-    local_sub.add_parser("down", help="stop the local stack")
-    local_sub.add_parser("status", help="is the local stack running?")
+    local_sub.add_parser("down", parents=[common], help="stop the local stack")
+    local_sub.add_parser("status", parents=[common], help="is the local stack running?")
 
-    p_submit = sub.add_parser("submit", help="upload a CSV to the input container, starting a job")
+    p_submit = sub.add_parser("submit", parents=[common], help="upload a CSV to the input container, starting a job")
     p_submit.add_argument("file", type=Path)
     p_submit.add_argument("--pipeline", help="pipeline name: uploads to input/<pipeline>/ (default: default)")
     p_submit.add_argument("--wait", action="store_true", help="show progress and wait until the job ends")
     p_submit.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits (default 3600)")
     _add_target(p_submit)
 
-    p_status = sub.add_parser("status", help="jobs with their state and row counts")
+    p_status = sub.add_parser("status", parents=[common], help="jobs with their state and row counts")
     p_status.add_argument("job", nargs="?")
     _add_target(p_status)
 
-    p_results = sub.add_parser("results", help="download a job's results CSV")
+    p_results = sub.add_parser("results", parents=[common], help="download a job's results CSV")
     p_results.add_argument("job")
     p_results.add_argument("-o", "--output", type=Path, help="where to write it (default: ./<file>.results.csv)")
     p_results.add_argument("--jsonl", action="store_true", help="download the JSON lines twin instead")
     _add_target(p_results)
 
-    p_demo = sub.add_parser("demo", help="run a CSV end to end on a fresh local stack, then stop it")
+    p_demo = sub.add_parser("demo", parents=[common], help="run a CSV end to end on a fresh local stack, then stop it")
     p_demo.add_argument("file", type=Path)
     p_demo.add_argument("--pipeline", default="default")
     p_demo.add_argument("--timeout", type=float, default=600)
@@ -76,7 +82,7 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(commands.describe(info))
     if info.get("error_report_blob"):
         print(f"error report: {info['error_report_blob']}", file=sys.stderr)
-    if info.get("file"):
+    if info.get("file") and command == "results":
         print(f"wrote {info['file']}")
 
 
@@ -101,6 +107,8 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Not a parser default: set_defaults would change the --json action shared with every subcommand.
+    args.json = getattr(args, "json", False)
     try:
         code, info = asyncio.run(_run(args))
     except (TargetError, RowsmithError, FileNotFoundError, ValueError) as exc:

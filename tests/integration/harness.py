@@ -142,7 +142,9 @@ async def wait_state(stack: Stack, job: str, states: frozenset[str] = State.FINA
 
 
 async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, stack.emulator_url + path, json=body) as response:
-            response.raise_for_status()
-            return await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, stack.emulator_url + path, json=body) as response,
+    ):
+        response.raise_for_status()
+        return await response.json()

@@ -153,7 +153,7 @@ async def test_a_missing_column_fails_the_job_with_an_error_report(stack: Stack,
 async def test_an_unknown_pipeline_fails_the_job_once(stack: Stack, runner: RunnerProcess, tmp_path):
     path = write_csv(tmp_path / "x.csv", ["text"], [["a"]])
     code, info = await submit_and_wait(stack, path, "nosuchpipeline")
-    assert code == 1
+    assert code == 1 and info["state"] == "failed"
     report = json.loads(await download(stack, "output", "nosuchpipeline/x.error.json"))
     assert "unknown pipeline 'nosuchpipeline'" in report["error"]
     assert "echo" in report["error"]  # lists what is available
