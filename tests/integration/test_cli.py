@@ -1,0 +1,80 @@
+"""The `rowsmith` command as a user runs it: local up (twice), submit --wait --json, status, results, down."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from processing.settings import APP_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def rowsmith(state_dir: Path, *args: str, timeout: float = 180) -> tuple[int, dict]:
+    env = {**os.environ, "ROWSMITH_STATE_DIR": str(state_dir), "PYTHONPATH": str(APP_ROOT)}
+    for name in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_BLOB_ENDPOINT", "AZURE_STORAGE_QUEUE_ENDPOINT"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "rowsmith_cli.main", *args, "--json"],
+        env=env,
+        cwd=state_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "{}"
+    return done.returncode, json.loads(last)
+
+
+def test_the_cli_runs_a_job_on_the_local_stack(tmp_path: Path):
+    state = tmp_path / "state"
+    settings_file = tmp_path / "local.settings.json"
+    code, info = rowsmith(state, "local", "up", "--settings-file", str(settings_file))
+    try:
+        assert code == 0, info
+        assert info["already_running"] is False
+        # `up` twice is harmless: the same stack, not a second one.
+        code, again = rowsmith(state, "local", "up", "--settings-file", str(settings_file))
+        assert code == 0 and again["already_running"] is True
+        assert again["openai_endpoint"] == info["openai_endpoint"]
+        values = json.loads(settings_file.read_text())["Values"]
+        assert values["IDENTITY_ENDPOINT"] and values["AZURE_OPENAI_ENDPOINT"] == info["openai_endpoint"]
+        assert "AZURE_OPENAI_API_KEY" not in values
+
+        tickets = tmp_path / "tickets.csv"
+        with tickets.open("w", newline="") as f:
+            csv.writer(f).writerows(
+                [["subject", "body"], *[[f"subject {i}", f"body, with comma {i}"] for i in range(25)]]
+            )
+        code, job = rowsmith(state, "submit", str(tickets), "--pipeline", "summarise", "--wait", "--timeout", "90")
+        assert code == 0, job
+        assert job["state"] == "done"
+        assert (job["total_rows"], job["ok_rows"], job["error_rows"]) == (25, 25, 0)
+        assert job["results_blob"] == "output/summarise/tickets.results.csv"
+
+        code, status = rowsmith(state, "status", job["job"])
+        assert code == 0 and status["state"] == "done" and status["total_rows"] == 25
+        code, listing = rowsmith(state, "status")
+        assert [j["job"] for j in listing["jobs"]] == [job["job"]]
+
+        out = tmp_path / "out.csv"
+        code, fetched = rowsmith(state, "results", job["job"], "-o", str(out))
+        assert code == 0 and fetched["file"] == str(out)
+        rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
+        assert len(rows) == 25 and rows[3]["body"] == "body, with comma 3"
+        assert all(r["summary"].startswith("emulated answer ") and r["status"] == "ok" for r in rows)
+
+        code, missing = rowsmith(state, "status", "no-such-job")
+        assert code == 1 and "no-such-job" in missing["error"]
+    finally:
+        code, down = rowsmith(state, "local", "down")
+    assert code == 0 and down["stopped"] is True
+    code, after = rowsmith(state, "local", "status")
+    assert code == 1 and after["running"] is False

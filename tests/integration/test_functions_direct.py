@@ -1,0 +1,136 @@
+"""Call the decorated functions themselves, in this process, one message at a time.
+
+This is how Azure Functions tests are usually written (the function, not the host): it
+shows the mapping in function_app.py from queue messages to processing/, step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from azure.functions.queue import QueueMessage
+
+import function_app
+from localdev.stack import Stack
+from processing import clients as clients_module
+from processing import jobs
+from processing.messages import BlobCreated
+from processing.settings import get_settings
+from tests.integration.harness import app_settings, download, emulated_text, local_target
+
+pytestmark = pytest.mark.integration
+
+
+def user_function(builder):
+    return builder.build().get_user_function()
+
+
+@pytest.fixture
+async def app_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    # The finalize check is enqueued with no delay here so the test can take it at once.
+    for name, value in app_settings(stack, ROWSMITH_SHARD_ROWS="4", ROWSMITH_FINALIZE_INTERVAL_SECONDS="0").items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    clients_module._clients = None
+    yield
+    if clients_module._clients:
+        await clients_module._clients.close()
+    get_settings.cache_clear()
+    clients_module._clients = None
+
+
+async def drain(queue_name: str, stack: Stack) -> list[tuple[str, int]]:
+    """Take every visible message off a queue (body, dequeue count), as the host would."""
+    target = local_target(stack)
+    try:
+        queue = target.queues.get_queue_client(queue_name)
+        taken = []
+        async for msg in queue.receive_messages(messages_per_page=32, visibility_timeout=30):
+            taken.append((msg.content, msg.dequeue_count))
+            await queue.delete_message(msg)
+        # Queues are not FIFO; order row messages by their first row for readable tests.
+        return sorted(taken, key=lambda t: json.loads(t[0]).get("rows", [[0]])[0][0])
+    finally:
+        await target.close()
+
+
+def message(body: str, dequeue_count: int = 1) -> QueueMessage:
+    return QueueMessage(id="test", body=body.encode(), dequeue_count=dequeue_count)
+
+
+async def test_each_function_does_its_step(stack: Stack, app_env: None):
+    await drain("rows", stack)
+    await drain("finalize", stack)
+    data = "id,text\n" + "".join(f"{i},hello {i}\n" for i in range(10))
+    target = local_target(stack)
+    try:
+        blob = target.blobs.get_blob_client("input", "echo/direct.csv")
+        etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
+    finally:
+        await target.close()
+    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/direct.csv", etag=etag, size=len(data))
+    job = jobs.job_id_for(blob.url, etag)
+
+    await user_function(function_app.ingest_upload)(message(event))
+
+    rows = await drain("rows", stack)
+    assert len(rows) == 10  # one message per row with rows_per_message = 1
+    finals = await drain("finalize", stack)
+    assert [json.loads(body)["job"] for body, _ in finals] == [job]
+
+    # Process every row but one, then ask finalize: it must wait for the missing row.
+    for body, count in rows[:-1]:
+        await user_function(function_app.process_rows)(message(body, count))
+    await user_function(function_app.finalize_job)(message(finals[0][0]))
+    target = local_target(stack)
+    try:
+        manifest = await jobs.load(target.blobs.get_container_client("jobs"), job)
+    finally:
+        await target.close()
+    assert manifest.state == "processing" and manifest.counts == {"ok": 9, "error": 0}
+    await asyncio.sleep(1.2)  # finalize re-checks after at least a second
+    (recheck,) = await drain("finalize", stack)
+
+    # The last row arrives twice (at-least-once delivery); the output still has it once.
+    await user_function(function_app.process_rows)(message(rows[-1][0]))
+    await user_function(function_app.process_rows)(message(rows[-1][0], 2))
+    await user_function(function_app.finalize_job)(message(recheck[0]))
+
+    out = (await download(stack, "output", "echo/direct.results.csv")).decode().splitlines()
+    assert out[0] == "id,text,answer,status,error"
+    assert out[1:] == [f"{i},hello {i},{emulated_text(f'Row {i}: hello {i}')},ok," for i in range(10)]
+
+
+async def test_a_poisoned_rows_message_records_its_rows_as_failed(stack: Stack, app_env: None):
+    data = "id,text\n1,a\n2,b\n"
+    target = local_target(stack)
+    try:
+        blob = target.blobs.get_blob_client("input", "echo/poisoned.csv")
+        etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
+    finally:
+        await target.close()
+    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/poisoned.csv", etag=etag, size=9)
+    await drain("rows", stack)
+    await drain("finalize", stack)
+    await user_function(function_app.ingest_upload)(message(event))
+    rows = await drain("rows", stack)
+    (final,) = await drain("finalize", stack)
+
+    await user_function(function_app.process_rows)(message(rows[0][0]))
+    # The second row's message failed maxDequeueCount times and reached rows-poison.
+    await user_function(function_app.record_poison_rows)(message(rows[1][0], 1))
+    await user_function(function_app.finalize_job)(message(final[0]))
+
+    out = (await download(stack, "output", "echo/poisoned.results.csv")).decode().splitlines()
+    assert out[1].endswith(",ok,")
+    assert out[2].startswith("2,b,,error,failed 5 times")
+
+
+async def test_an_unreadable_message_is_dropped_not_retried(stack: Stack, app_env: None, caplog):
+    # Raising would make the host retry five times a message that can never be read.
+    await user_function(function_app.process_rows)(message("this is not json"))
+    await user_function(function_app.ingest_upload)(message(json.dumps({"eventType": "Something.Else"})))
+    assert "dropping unreadable message" in caplog.text
