@@ -14,7 +14,15 @@ import azure.functions as func
 from processing import finalize, ingest, process
 from processing.clients import get_clients
 from processing.messages import BadMessage
-from processing.names import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.names import (
+    FINALIZE_POISON_QUEUE,
+    FINALIZE_QUEUE,
+    ROWS_POISON_QUEUE,
+    ROWS_QUEUE,
+    STORAGE_CONNECTION,
+    UPLOADS_POISON_QUEUE,
+    UPLOADS_QUEUE,
+)
 
 app = func.FunctionApp()
 log = logging.getLogger("rowsmith")
@@ -32,6 +40,15 @@ async def ingest_upload(msg: func.QueueMessage) -> None:
         await ingest.handle_upload(msg.get_body(), get_clients())
     except BadMessage as exc:
         _dropped(UPLOADS_QUEUE, msg, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=UPLOADS_POISON_QUEUE, connection=STORAGE_CONNECTION)
+async def record_poison_upload(msg: func.QueueMessage) -> None:
+    """An upload that failed ingest every time: fail its job with an error report, never silently."""
+    try:
+        await ingest.handle_upload_poison(msg.get_body(), get_clients())
+    except BadMessage as exc:
+        _dropped(UPLOADS_POISON_QUEUE, msg, exc)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=ROWS_QUEUE, connection=STORAGE_CONNECTION)
@@ -59,3 +76,12 @@ async def finalize_job(msg: func.QueueMessage) -> None:
         await finalize.handle_finalize(msg.get_body(), get_clients())
     except BadMessage as exc:
         _dropped(FINALIZE_QUEUE, msg, exc)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=FINALIZE_POISON_QUEUE, connection=STORAGE_CONNECTION)
+async def retry_poison_finalize(msg: func.QueueMessage) -> None:
+    """A finalize check that failed every time: look again in a few minutes, so the job completes."""
+    try:
+        await finalize.handle_finalize_poison(msg.get_body(), get_clients())
+    except BadMessage as exc:
+        _dropped(FINALIZE_POISON_QUEUE, msg, exc)

@@ -11,9 +11,10 @@ hand-kept list) and reproduces what the host's queue extension does with host.js
   flight for that function drop to `newBatchThreshold` or below, so at most
   batchSize + newBatchThreshold run at once; while a queue stays empty, poll with a randomised
   exponential backoff from 100 ms up to `maxPollingInterval`;
-- hand each message to the function as `azure.functions.QueueMessage` (body decoded per
-  `messageEncoding`: base64, or none for raw text); async functions run on the loop, sync ones
-  in a thread pool;
+- hand each message to the function as the worker's `azure.functions.queue.QueueMessage` (id,
+  body decoded per `messageEncoding` (base64, or none for the raw text), dequeue_count, times,
+  pop receipt), plus `context` if the function asks for it; async functions run on the loop,
+  sync ones in a thread pool;
 - success deletes the message; an exception makes it visible again after `visibilityTimeout`,
   or once its dequeue count reaches `maxDequeueCount` moves the original text to
   `<queue>-poison` (created if missing) and deletes it. A message already dequeued more than
@@ -21,6 +22,8 @@ hand-kept list) and reproduces what the host's queue extension does with host.js
   without an invocation. A queue whose name already ends in `-poison` has no poison queue: a
   failed message there stays invisible until its lease lapses (the host does the same, to
   avoid a hot retry loop).
+- on stop: no new fetches; invocations in flight get `shutdown_timeout` to finish, then are
+  cancelled and their messages made visible again at once.
 
 Connections: a trigger's `connection` names an app-setting prefix, resolved by
 `processing.settings.StorageSettings` (Azurite's connection string, or identity-based
@@ -81,6 +84,7 @@ DEFAULT_LEASE_SECONDS = 600.0
 MIN_POLLING_INTERVAL = 0.1
 MAX_BATCH_SIZE = 32  # the storage service returns at most 32 messages per request
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # under `rowsmith local down`'s 15 s before it kills us
+FETCH_STOP_TIMEOUT = 2.0  # how long stop waits for a receive in progress before cancelling it
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 # "[d.]hh:mm:ss[.fffffff]", the .NET TimeSpan form host.json uses.
 _TIMESPAN = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2}(?:\.\d{1,7})?)$")
@@ -114,8 +118,8 @@ class HostQueueConfig:
     """host.json `extensions.queues`, with the queue extension's defaults and limits."""
 
     batch_size: int = 16
-    # None means the extension's default, batchSize / 2 (times the processor count, which is 1
-    # on Consumption and Flex Consumption: what Rowsmith deploys to).
+    # None means the extension's default, batchSize / 2. (The host multiplies that default by the
+    # core count on dedicated plans; a local harness takes one, as on Consumption.)
     new_batch_threshold: int | None = None
     max_dequeue_count: int = 5
     visibility_timeout: float = 0.0  # seconds a failed message stays invisible before its retry
@@ -410,7 +414,7 @@ class _Pump:
         # One request per fetch: the first page only (the SDK pager would otherwise ask again
         # for the rest of max_messages whenever a page comes back short).
         pages = self.queue.receive_messages(
-            messages_per_page=self.config.batch_size, visibility_timeout=self.runner.lease_seconds
+            messages_per_page=self.config.batch_size, visibility_timeout=int(self.runner.lease_seconds)
         ).by_page()
         try:
             page = await pages.__anext__()
@@ -501,14 +505,20 @@ class _Pump:
             else:
                 call = functools.partial(contextvars.copy_context().run, fn.user_function, **kwargs)
                 await asyncio.get_running_loop().run_in_executor(self.runner.executor, call)
-        except Exception:
+        except (Exception, asyncio.CancelledError) as exc:
+            current = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
+                raise  # shutdown cancelled the invocation: _handle hands the message back
+            # Anything else the function raised, a stray CancelledError from deep inside it included,
+            # is a failed invocation, as in the worker.
             self.stats.failures += 1
-            log.exception(
+            log.error(
                 "function %s failed on message %s (dequeue count %s of %s)",
                 fn.name,
                 message.id,
                 message.dequeue_count,
                 self.config.max_dequeue_count,
+                exc_info=exc,
             )
             await self._failed(lease)
             return
@@ -643,6 +653,8 @@ class Runner:
         self.config = host_config or HostQueueConfig()
         if lease_seconds < 2:
             raise RunnerError("lease_seconds must be at least 2 (the lease is renewed at half-time, in whole seconds)")
+        if shutdown_timeout < 0:
+            raise RunnerError("shutdown_timeout must not be negative")
         self.lease_seconds = lease_seconds
         self.shutdown_timeout = shutdown_timeout
         found, self.not_driven = discover(app)
@@ -708,14 +720,24 @@ class Runner:
 
     def _service_client(self, storage: StorageSettings) -> QueueServiceClient:
         if storage.connection_string:  # Azurite only
-            return QueueServiceClient.from_connection_string(storage.connection_string)
+            # Loopback needs no proxy or netrc; with env settings on, aiohttp looks both up in a
+            # thread for every request.
+            return QueueServiceClient.from_connection_string(storage.connection_string, use_env_settings=False)
         assert storage.queue_url
         return QueueServiceClient(storage.queue_url, credential=self._credential_for_identity())
 
     async def run(self, stop: asyncio.Event) -> None:
-        services = {conn: self._service_client(storage) for conn, storage in self._storage.items()}
+        """Drive the functions until `stop` is set, then drain and close. A Runner runs once."""
+        if self._pumps:
+            raise RunnerError("this Runner has already run; make a new one")
+        services: dict[str, QueueServiceClient] = {}
         tasks: list[asyncio.Task[None]] = []
         try:
+            for conn, storage in self._storage.items():
+                try:
+                    services[conn] = self._service_client(storage)
+                except ValueError as exc:  # a malformed connection string or URL
+                    raise RunnerError(f"connection {conn!r}: {exc}") from None
             for fn in self.functions:
                 service = services[fn.connection]
                 poison = fn.poison_queue_name
@@ -737,12 +759,22 @@ class Runner:
             log.info("stopping: no new messages; waiting up to %.0f s for invocations in flight", self.shutdown_timeout)
             for pump in self._pumps:
                 pump.stop()
-            await asyncio.gather(*(t for t in tasks if t.get_name().startswith("fetch:")), return_exceptions=True)
-            await self._drain()
-        finally:
-            for task in tasks:
+            # A fetch in progress normally ends in milliseconds; one stuck in the SDK's retries
+            # (storage unreachable) is abandoned rather than allowed to hold up shutdown.
+            fetches = [t for t in tasks if t.get_name().startswith("fetch:")]
+            _, stuck = await asyncio.wait(fetches, timeout=FETCH_STOP_TIMEOUT)
+            for task in stuck:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*stuck, return_exceptions=True)
+            await self._drain()  # no fetch runs any more: the set of invocations can only shrink
+        finally:
+            # Normally drained by now; if run() itself was cancelled or failed, stop everything
+            # before the clients it uses are closed.
+            leftovers = [*tasks, *(task for pump in self._pumps for task in pump.tasks)]
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                await asyncio.wait(leftovers, timeout=5)
             for service in services.values():
                 await service.close()
             if self._credential is not None and self._owns_credential:
@@ -750,7 +782,15 @@ class Runner:
             if self.executor is not None:
                 # Threads cannot be interrupted: a sync invocation still running finishes on its own.
                 self.executor.shutdown(wait=False, cancel_futures=True)
-            log.info("stopped: %s", self.totals())
+            t = self.totals()
+            log.info(
+                "stopped: %d invocations, %d succeeded, %d failed, %d moved to poison, %d abandoned",
+                t.invocations,
+                t.successes,
+                t.failures,
+                t.poisoned,
+                t.abandoned,
+            )
 
     async def _drain(self) -> None:
         in_flight = {task for pump in self._pumps for task in pump.tasks}

@@ -265,6 +265,17 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     await _reschedule(clients, message, interval)
 
 
+# After a finalize check failed every attempt (a storage outage, say), look again later
+# rather than never: finalize is idempotent, and a job must always complete.
+POISON_RETRY_SECONDS = 300
+
+
+async def handle_finalize_poison(body: str | bytes, clients: Clients) -> None:
+    message = FinalizeMessage.from_json(body)
+    log.warning("job %s: finalize failed every attempt; checking again in %d s", message.job, POISON_RETRY_SECONDS)
+    await _reschedule(clients, message, POISON_RETRY_SECONDS)
+
+
 async def _reschedule(clients: Clients, message: FinalizeMessage, delay: int) -> None:
     await clients.finalize_queue.send_message(
         FinalizeMessage(message.job, checks=message.checks + 1).to_json(), visibility_timeout=delay

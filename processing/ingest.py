@@ -20,6 +20,7 @@ from processing.csvstream import CsvStream, ParsedRow
 from processing.enqueue import Enqueuer
 from processing.errors import ConfigurationError, JobInputError
 from processing.failures import fail_job
+from processing.hostconfig import max_dequeue_count
 from processing.jobs import Manifest, State
 from processing.messages import INLINE_LIMIT, BlobCreated, FinalizeMessage, Row, RowsMessage
 from processing.names import INPUT_CONTAINER
@@ -67,6 +68,43 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
         await fail_job(clients, manifest, exc)
     except jobs.ManifestConflict:
         log.warning("job %s: another ingest of the same upload is running; this one stops", job)
+    return job
+
+
+async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | None:
+    """An upload whose ingest failed every attempt: fail its job with a report, never silently."""
+    event = BlobCreated.from_event(body)
+    if event.container != INPUT_CONTAINER or not event.blob.lower().endswith(".csv"):
+        return None
+    pipeline_name, rest = route(event.blob)
+    job = jobs.job_id_for(event.url, event.etag)
+    manifest = await jobs.load(clients.jobs, job)
+    if manifest is None:
+        manifest = Manifest(
+            job=job,
+            source_container=event.container,
+            source_blob=event.blob,
+            source_url=event.url,
+            source_etag=jobs.normalise_etag(event.etag),
+            pipeline_name=pipeline_name,
+            output_prefix=_output_prefix(pipeline_name, rest),
+        )
+        if not await jobs.create(clients.jobs, manifest):
+            manifest = await jobs.load(clients.jobs, job)
+            assert manifest is not None
+    if manifest.state in State.FINAL:
+        return job
+    await fail_job(
+        clients,
+        manifest,
+        JobInputError(
+            f"reading {event.container}/{event.blob} failed {max_dequeue_count()} times; the function logs "
+            "have each error",
+            where="ingest",
+            fix="right after a deployment this is usually role assignments still propagating (up to 10 minutes): "
+            "upload the file again; otherwise check the logs for the storage error",
+        ),
+    )
     return job
 
 

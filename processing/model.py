@@ -92,20 +92,24 @@ async def complete(
             f"Azure OpenAI rejected the request (400 {code}): {_server_message(exc)}", code="bad_request"
         ) from None
     except openai.AuthenticationError as exc:
-        hint = (
-            "AZURE_OPENAI_API_KEY is set, but this Azure OpenAI resource accepts only Entra ID tokens: "
-            "unset AZURE_OPENAI_API_KEY so the app uses its managed identity"
-            if using_key
-            else "check that the token's audience is https://cognitiveservices.azure.com"
-        )
-        raise ConfigurationError(
-            f"Azure OpenAI refused to authenticate (401 {_error_code(exc)}): {_server_message(exc)}. {hint}"
+        code = _error_code(exc)
+        if using_key or code == "AuthenticationTypeDisabled":
+            # Retrying cannot help: the resource accepts Entra ID tokens only.
+            raise ConfigurationError(
+                f"Azure OpenAI refused to authenticate (401 {code}): {_server_message(exc)}. AZURE_OPENAI_API_KEY "
+                "is set, but this resource accepts only Entra ID tokens: unset AZURE_OPENAI_API_KEY so the app "
+                "uses its managed identity"
+            ) from None
+        # 401 PermissionDenied is what Azure OpenAI answers while a new role assignment is
+        # still propagating (minutes after `azd up`): worth retrying.
+        raise TransientError(
+            f"Azure OpenAI refused the token (401 {code}): {_server_message(exc)}. The identity needs the "
+            "Cognitive Services OpenAI User role on the account; a new assignment takes up to 10 minutes to apply"
         ) from None
     except openai.PermissionDeniedError as exc:
-        # Right after deployment the role assignment may still be propagating (minutes).
         raise TransientError(
-            f"Azure OpenAI denied access (403 {_error_code(exc)}): {_server_message(exc)}. The identity needs "
-            "the Cognitive Services OpenAI User role; a new assignment takes up to 10 minutes to apply"
+            f"Azure OpenAI denied access (403 {_error_code(exc)}): {_server_message(exc)}. Check the role "
+            "assignment and the account's network rules"
         ) from None
     except openai.NotFoundError as exc:
         raise ConfigurationError(

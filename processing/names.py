@@ -23,6 +23,8 @@ ROWS_QUEUE = "rows"  # row messages, one or more rows each
 FINALIZE_QUEUE = "finalize"  # self-rescheduling completion check per job
 POISON_SUFFIX = "-poison"  # the Functions host's poison queue naming
 ROWS_POISON_QUEUE = ROWS_QUEUE + POISON_SUFFIX
+UPLOADS_POISON_QUEUE = UPLOADS_QUEUE + POISON_SUFFIX
+FINALIZE_POISON_QUEUE = FINALIZE_QUEUE + POISON_SUFFIX
 
 APP_QUEUES = (UPLOADS_QUEUE, ROWS_QUEUE, FINALIZE_QUEUE)
 ALL_QUEUES = APP_QUEUES + tuple(q + POISON_SUFFIX for q in APP_QUEUES)

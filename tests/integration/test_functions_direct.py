@@ -134,3 +134,37 @@ async def test_an_unreadable_message_is_dropped_not_retried(stack: Stack, app_en
     await user_function(function_app.process_rows)(message("this is not json"))
     await user_function(function_app.ingest_upload)(message(json.dumps({"eventType": "Something.Else"})))
     assert "dropping unreadable message" in caplog.text
+
+
+async def test_an_upload_that_failed_every_attempt_gets_an_error_report(stack: Stack, app_env: None):
+    target = local_target(stack)
+    try:
+        blob = target.blobs.get_blob_client("input", "echo/never-read.csv")
+        etag = (await blob.upload_blob(b"id,text\n1,a\n", overwrite=True))["etag"]
+    finally:
+        await target.close()
+    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/never-read.csv", etag=etag, size=12)
+
+    await user_function(function_app.record_poison_upload)(message(event))
+
+    report = json.loads(await download(stack, "output", "echo/never-read.error.json"))
+    assert "failed 5 times" in report["error"] and "upload the file again" in report["fix"]
+    target = local_target(stack)
+    try:
+        manifest = await jobs.load(target.blobs.get_container_client("jobs"), jobs.job_id_for(blob.url, etag))
+    finally:
+        await target.close()
+    assert manifest.state == "failed"
+
+
+async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_env: None):
+    await drain("finalize", stack)
+    await user_function(function_app.retry_poison_finalize)(message('{"v":1,"type":"finalize","job":"j1"}'))
+    target = local_target(stack)
+    try:
+        props = await target.queues.get_queue_client("finalize").get_queue_properties()
+    finally:
+        await target.close()
+    # Hidden for minutes, but there: the job will be checked again rather than forgotten.
+    assert props.approximate_message_count == 1
+    assert await drain("finalize", stack) == []

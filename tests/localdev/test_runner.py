@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
@@ -274,7 +275,7 @@ async def test_failure_is_retried_after_visibility_timeout_then_succeeds(
     assert [c.dequeue_count for c in calls] == [1, 2, 3]
     assert len({c.message_id for c in calls}) == 1
     # Each retry waited out visibilityTimeout (1 s; whole seconds on the service).
-    assert all(later.at - earlier.at >= 0.9 for earlier, later in zip(calls, calls[1:], strict=False))
+    assert all(later.at - earlier.at >= 0.9 for earlier, later in itertools.pairwise(calls))
     stats = runner.stats["flaky"]
     assert (stats.invocations, stats.successes, stats.failures, stats.poisoned) == (3, 1, 2, 0)
 
@@ -299,7 +300,7 @@ async def test_message_goes_to_poison_after_max_dequeue_count(
         assert await visible_count(queue) == 0
     calls = probe.of("doomed")
     assert [c.dequeue_count for c in calls] == [1, 2, 3]
-    assert all(later.at - earlier.at >= 0.9 for earlier, later in zip(calls, calls[1:], strict=False))
+    assert all(later.at - earlier.at >= 0.9 for earlier, later in itertools.pairwise(calls))
     stats = runner.stats["doomed"]
     assert (stats.invocations, stats.failures, stats.poisoned, stats.successes) == (3, 3, 1, 0)
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -343,6 +344,63 @@ async def test_failure_on_a_poison_queue_is_not_released(
     assert [c.dequeue_count for c in probe.of("doomed_poison")][:2] == [1, 2]
     assert not await exists(service.get_queue_client(f"{prefix}-doomed-poison-poison"))
     assert runner.stats["doomed_poison"].poisoned == 0
+
+
+async def test_a_cancelled_error_from_the_function_is_a_failure(
+    env: dict[str, str], service: QueueServiceClient, prefix: str
+) -> None:
+    probe = Probe()
+    runner = Runner(failing_app.build_app(prefix, probe), FAST, functions=["stray_cancel"], env=env)
+    queue = await make_queue(service, f"{prefix}-stray")
+    async with running(runner):
+        await queue.send_message("cancel me once")
+        await wait_until(lambda: runner.stats["stray_cancel"].successes == 1, what="the retry")
+    assert [c.dequeue_count for c in probe.calls] == [1, 2]
+    assert (runner.stats["stray_cancel"].failures, runner.stats["stray_cancel"].abandoned) == (1, 0)
+
+
+async def test_a_queue_created_after_start_is_picked_up(
+    env: dict[str, str], service: QueueServiceClient, prefix: str
+) -> None:
+    probe = Probe()
+    runner = Runner(recorder_app.build_app(prefix, probe), FAST, functions=["record"], env=env)
+    async with running(runner):
+        await asyncio.sleep(0.3)  # polling a queue that does not exist yet
+        queue = await make_queue(service, f"{prefix}-record")
+        await queue.send_message("late queue")
+        await wait_until(lambda: runner.stats["record"].successes == 1, what="the message on the new queue")
+    assert [c.body for c in probe.calls] == [b"late queue"]
+
+
+class FakeCredential:
+    """An AsyncTokenCredential that records the scopes asked of it."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        self.scopes.extend(scopes)
+        return AccessToken("not-a-real-token", int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_identity_based_connection_uses_the_credential(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Service URIs instead of a connection string: the identity-based form used in Azure. Nothing
+    # listens on port 1: the receive is stuck in the SDK's retries, and must not hold up shutdown.
+    env = {
+        "AzureWebJobsStorage__queueServiceUri": "https://127.0.0.1:1/devstoreaccount1",
+        "AzureWebJobsStorage__blobServiceUri": "https://127.0.0.1:1/devstoreaccount1",
+    }
+    credential = FakeCredential()
+    runner = Runner(recorder_app.build_app(prefix, Probe()), FAST, functions=["record"], env=env, credential=credential)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: bool(credential.scopes), what="a token request")
+    assert set(credential.scopes) == {"https://storage.azure.com/.default"}
+    stop.set()
+    assert await timed(asyncio.wait_for(task, 10)) < 4
 
 
 # --- message encoding -------------------------------------------------------------------------
@@ -481,21 +539,21 @@ async def test_shutdown_wait_is_bounded_and_releases_the_message(
 
 async def test_command_line(azurite: Azurite, service: QueueServiceClient, tmp_path: Path) -> None:
     queue = service.get_queue_client("runner-cli")
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(ResourceNotFoundError):
         await queue.delete_queue()
     await queue.create_queue()
     out = tmp_path / "out.txt"
-    process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "localdev.runner", "--app-dir", str(CLI_APP), "--log-level", "INFO"],
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-u", "-m", "localdev.runner", "--app-dir", str(CLI_APP), "--log-level", "INFO"],
         cwd=REPO,
         env={**os.environ, "AzureWebJobsStorage": azurite.connection_string},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
+        assert process.stdout is not None and process.stderr is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line, (await process.stderr.read()).decode()
         ready = json.loads(line)
         assert ready["ready"] == "runner"
         assert ready["functions"] == [
@@ -507,16 +565,17 @@ async def test_command_line(azurite: Azurite, service: QueueServiceClient, tmp_p
             }
         ]
         assert ready["not_driven"] == {"hourly": "timerTrigger"}
-        assert ready["host"]["message_encoding"] == "none"  # read from the app's host.json
+        assert ready["host"]["message_encoding"] == "none"  # read from the app's own host.json
         await queue.send_message(json.dumps({"out": str(out), "text": "from the queue"}))
-        await wait_until(lambda: out.is_file() and out.read_text().strip() != "", what="the function's output")
+        await wait_until(lambda: out.is_file() and out.read_text().endswith("\n"), what="the function's output")
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(asyncio.to_thread(process.wait), 15)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.wait()
-    stderr = process.stderr.read() if process.stderr else ""
-    assert code == 0, stderr
+            await process.wait()
+    log_text = stderr.decode()
+    assert process.returncode == 0, log_text
     assert out.read_text() == "from the queue|1\n"
-    assert "stopping" in stderr and "stopped" in stderr
+    assert "driving append_line on queue runner-cli" in log_text
+    assert "stopping" in log_text and "stopped" in log_text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import azure.functions as func
 
 from tests.localdev.apps.probe import Probe
@@ -33,5 +35,13 @@ def build_app(prefix: str, probe: Probe, *, fail_times: int = 2) -> func.Functio
         probe.enter("doomed_poison", msg)
         probe.leave(msg)
         raise Boom("poison handler fails too")
+
+    @app.queue_trigger(arg_name="msg", queue_name=f"{prefix}-stray", connection="AzureWebJobsStorage")
+    async def stray_cancel(msg: func.QueueMessage) -> None:
+        probe.enter("stray_cancel", msg)
+        probe.leave(msg)
+        if msg.dequeue_count == 1:
+            # What a timeout deep inside a library can surface as: not a shutdown, a failure.
+            raise asyncio.CancelledError
 
     return app

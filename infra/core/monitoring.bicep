@@ -1,0 +1,44 @@
+// Log Analytics and Application Insights. Local (instrumentation-key) auth is off on
+// both: the Function App sends telemetry with an Entra token from its identity
+// (APPLICATIONINSIGHTS_AUTHENTICATION_STRING), authorised by Monitoring Metrics Publisher.
+
+param logAnalyticsName string
+
+param appInsightsName string
+
+param location string
+
+param tags object
+
+@description('Days Log Analytics keeps data (30 is included in the price).')
+param retentionInDays int = 30
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    retentionInDays: retentionInDays
+    sku: {
+      name: 'PerGB2018'
+    }
+    features: {
+      disableLocalAuth: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+output appInsightsName string = appInsights.name
+output logAnalyticsName string = logAnalytics.name

@@ -1,0 +1,114 @@
+"""What each Azure OpenAI answer means for a row, through the real openai client and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from localdev.stack import Stack
+from processing import model
+from processing.clients import make_openai
+from processing.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.identity import make_credential
+from processing.pipelines import Output, Pipeline
+from processing.settings import Settings
+from tests.integration.harness import app_settings, emulated_text
+
+pytestmark = pytest.mark.integration
+
+TEXT = Pipeline(name="t", prompt="{x}", max_tokens=50)
+
+
+@pytest.fixture
+async def settings(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Settings]:
+    values = app_settings(stack, AZURE_OPENAI_MAX_RETRIES="0")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)  # azure-identity reads IDENTITY_ENDPOINT itself
+    yield Settings.from_env(values)
+
+
+@pytest.fixture
+async def call(settings: Settings):
+    credential = make_credential(settings)
+    client = make_openai(settings, credential)
+
+    async def complete(text: str, pipeline: Pipeline = TEXT, deployment: str = "gpt-4o-mini", **kw):
+        return await model.complete(client, pipeline, deployment, text, **kw)
+
+    yield complete
+    await client.close()
+    await credential.close()
+
+
+async def test_an_answer_carries_text_and_usage(call):
+    answer = await call("hello")
+    assert answer.value == emulated_text("hello")
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+async def test_a_json_schema_answer_is_parsed(call):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    pipeline = replace(TEXT, output=Output("json", column="", schema={**schema, "additionalProperties": False}))
+    answer = await call("count", pipeline)
+    assert isinstance(answer.value, dict) and isinstance(answer.value["n"], int)
+
+
+async def test_429_is_throttled_with_the_servers_delay(call):
+    with pytest.raises(Throttled) as err:
+        await call("busy [[fault:429]]")
+    assert 0 < err.value.retry_after <= 60
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "drop"])
+async def test_server_errors_and_dropped_connections_are_transient(call, fault):
+    with pytest.raises(TransientError):
+        await call(f"x [[fault:{fault}]]")
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"), [("content_filter", "content_filter"), ("context_length", "context_length_exceeded")]
+)
+async def test_content_filter_and_context_length_are_permanent_row_errors(call, fault, code):
+    with pytest.raises(RowError) as err:
+        await call(f"x [[fault:{fault}]]")
+    assert err.value.code == code
+
+
+async def test_an_unknown_deployment_is_a_configuration_error(call):
+    with pytest.raises(ConfigurationError, match="no deployment 'gpt-9'"):
+        await call("x", deployment="gpt-9")
+
+
+async def test_a_token_the_resource_refuses_is_transient_not_fatal(settings: Settings, stack: Stack):
+    # A storage-audience token is refused like a principal without the role: 401. Right after
+    # `azd up` that is role propagation, so the row is retried, never failing the job.
+    from azure.identity.aio import get_bearer_token_provider
+    from openai import AsyncAzureOpenAI
+
+    credential = make_credential(settings)
+    client = AsyncAzureOpenAI(
+        azure_endpoint=settings.openai_endpoint,
+        api_version=settings.openai_api_version,
+        azure_ad_token_provider=get_bearer_token_provider(credential, "https://storage.azure.com/.default"),
+        max_retries=0,
+    )
+    try:
+        with pytest.raises(TransientError, match="Cognitive Services OpenAI User"):
+            await model.complete(client, TEXT, "gpt-4o-mini", "x")
+    finally:
+        await client.close()
+        await credential.close()
+
+
+async def test_an_api_key_is_a_configuration_error_naming_the_setting(settings: Settings):
+    keyed = replace(settings, openai_api_key="not-a-real-key-0000")
+    credential = make_credential(keyed)
+    client = make_openai(keyed, credential)
+    try:
+        with pytest.raises(ConfigurationError, match="unset AZURE_OPENAI_API_KEY"):
+            await model.complete(client, TEXT, "gpt-4o-mini", "x", using_key=True)
+    finally:
+        await client.close()
+        await credential.close()
