@@ -8,6 +8,7 @@ host.json's visibilityTimeout, up to maxDequeueCount, then moves it to `<queue>-
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import azure.functions as func
 
@@ -28,60 +29,45 @@ app = func.FunctionApp()
 log = logging.getLogger("rowsmith")
 
 
-def _dropped(queue: str, msg: func.QueueMessage, exc: BadMessage) -> None:
-    # Retrying cannot fix a message we cannot read; say so once instead of five times.
-    log.error("dropping unreadable message %s from %s: %s", msg.id, queue, exc)
+async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -> None:
+    try:
+        await work
+    except BadMessage as exc:
+        # Retrying cannot fix a message we cannot read; say so once instead of five times.
+        log.error("dropping unreadable message %s from %s: %s", msg.id, queue, exc)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)
 async def ingest_upload(msg: func.QueueMessage) -> None:
     """A BlobCreated event for input/<pipeline>/<file>.csv: start or resume its job."""
-    try:
-        await ingest.handle_upload(msg.get_body(), get_clients())
-    except BadMessage as exc:
-        _dropped(UPLOADS_QUEUE, msg, exc)
+    await _handle(UPLOADS_QUEUE, msg, ingest.handle_upload(msg.get_body(), get_clients()))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_POISON_QUEUE, connection=STORAGE_CONNECTION)
 async def record_poison_upload(msg: func.QueueMessage) -> None:
     """An upload that failed ingest every time: fail its job with an error report, never silently."""
-    try:
-        await ingest.handle_upload_poison(msg.get_body(), get_clients())
-    except BadMessage as exc:
-        _dropped(UPLOADS_POISON_QUEUE, msg, exc)
+    await _handle(UPLOADS_POISON_QUEUE, msg, ingest.handle_upload_poison(msg.get_body(), get_clients()))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=ROWS_QUEUE, connection=STORAGE_CONNECTION)
 async def process_rows(msg: func.QueueMessage) -> None:
     """Send each row of the message to Azure OpenAI and append its result."""
-    try:
-        await process.handle_rows(msg.get_body(), msg.dequeue_count or 1, get_clients())
-    except BadMessage as exc:
-        _dropped(ROWS_QUEUE, msg, exc)
+    await _handle(ROWS_QUEUE, msg, process.handle_rows(msg.get_body(), msg.dequeue_count or 1, get_clients()))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=ROWS_POISON_QUEUE, connection=STORAGE_CONNECTION)
 async def record_poison_rows(msg: func.QueueMessage) -> None:
     """Rows that failed every attempt: record them as failed so their job still completes."""
-    try:
-        await process.handle_poison(msg.get_body(), get_clients())
-    except BadMessage as exc:
-        _dropped(ROWS_POISON_QUEUE, msg, exc)
+    await _handle(ROWS_POISON_QUEUE, msg, process.handle_poison(msg.get_body(), get_clients()))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=FINALIZE_QUEUE, connection=STORAGE_CONNECTION)
 async def finalize_job(msg: func.QueueMessage) -> None:
     """Check a job; when every row has a result or an error, write the results files."""
-    try:
-        await finalize.handle_finalize(msg.get_body(), get_clients())
-    except BadMessage as exc:
-        _dropped(FINALIZE_QUEUE, msg, exc)
+    await _handle(FINALIZE_QUEUE, msg, finalize.handle_finalize(msg.get_body(), get_clients()))
 
 
 @app.queue_trigger(arg_name="msg", queue_name=FINALIZE_POISON_QUEUE, connection=STORAGE_CONNECTION)
 async def retry_poison_finalize(msg: func.QueueMessage) -> None:
     """A finalize check that failed every time: look again in a few minutes, so the job completes."""
-    try:
-        await finalize.handle_finalize_poison(msg.get_body(), get_clients())
-    except BadMessage as exc:
-        _dropped(FINALIZE_POISON_QUEUE, msg, exc)
+    await _handle(FINALIZE_POISON_QUEUE, msg, finalize.handle_finalize_poison(msg.get_body(), get_clients()))

@@ -35,12 +35,14 @@ def _output_prefix(pipeline: str, rest: str) -> str:
     return f"{pipeline}/{stem}"
 
 
-async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
-    """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
-    event = BlobCreated.from_event(body)
-    if event.container != INPUT_CONTAINER or not event.blob.lower().endswith(".csv"):
-        log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
-        return None
+def _starts_a_job(event: BlobCreated) -> bool:
+    # Event Grid filters on the input/ prefix and .csv (case-insensitively); check anyway,
+    # since anyone with queue access could enqueue an event.
+    return event.container == INPUT_CONTAINER and event.blob.lower().endswith(".csv")
+
+
+async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
+    """The upload's job, created on first sight; every duplicate event finds the same one."""
     pipeline_name, rest = route(event.blob)
     job = jobs.job_id_for(event.url, event.etag)
     manifest = await jobs.load(clients.jobs, job)
@@ -56,8 +58,19 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
             shard_rows=clients.settings.shard_rows,
         )
         if not await jobs.create(clients.jobs, manifest):
-            manifest = await jobs.load(clients.jobs, job)
+            manifest = await jobs.load(clients.jobs, job)  # a concurrent duplicate created it first
             assert manifest is not None
+    return manifest
+
+
+async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
+    """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
+    event = BlobCreated.from_event(body)
+    if not _starts_a_job(event):
+        log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
+        return None
+    manifest = await _job_for(clients, event)
+    job, pipeline_name = manifest.job, manifest.pipeline_name
     if manifest.state != State.INGESTING:
         log.info("job %s is already %s: duplicate BlobCreated event ignored", job, manifest.state)
         return job
@@ -74,26 +87,11 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
 async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | None:
     """An upload whose ingest failed every attempt: fail its job with a report, never silently."""
     event = BlobCreated.from_event(body)
-    if event.container != INPUT_CONTAINER or not event.blob.lower().endswith(".csv"):
+    if not _starts_a_job(event):
         return None
-    pipeline_name, rest = route(event.blob)
-    job = jobs.job_id_for(event.url, event.etag)
-    manifest = await jobs.load(clients.jobs, job)
-    if manifest is None:
-        manifest = Manifest(
-            job=job,
-            source_container=event.container,
-            source_blob=event.blob,
-            source_url=event.url,
-            source_etag=jobs.normalise_etag(event.etag),
-            pipeline_name=pipeline_name,
-            output_prefix=_output_prefix(pipeline_name, rest),
-        )
-        if not await jobs.create(clients.jobs, manifest):
-            manifest = await jobs.load(clients.jobs, job)
-            assert manifest is not None
+    manifest = await _job_for(clients, event)
     if manifest.state in State.FINAL:
-        return job
+        return manifest.job
     await fail_job(
         clients,
         manifest,
@@ -105,7 +103,7 @@ async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | Non
             "upload the file again; otherwise check the logs for the storage error",
         ),
     )
-    return job
+    return manifest.job
 
 
 def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
