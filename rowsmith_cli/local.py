@@ -58,10 +58,10 @@ def _runner_pid(cli: CliSettings) -> int | None:
 
 
 def running(cli: CliSettings) -> Stack | None:
-    """The local stack, if it and its runner are up."""
+    """The local stack, if it is up (and its runner, unless it was started without one)."""
     stack = running_stack(cli.state_dir)
     pid = _runner_pid(cli)
-    if stack and all(stack.running().values()) and pid and _alive(pid):
+    if stack and all(stack.running().values()) and (pid is None or _alive(pid)):
         return stack
     return None
 
@@ -93,7 +93,8 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
     cli.state_dir.mkdir(parents=True, exist_ok=True)
     stack = start_stack(cli.state_dir, detached=True, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm)
     settings = local_app_settings(stack, args.finalize_interval)
-    _start_runner(cli.state_dir, settings)
+    if not getattr(args, "no_runner", False):
+        _start_runner(cli.state_dir, settings)
     write_local_settings(args.settings_file, settings)
     return stack, False
 

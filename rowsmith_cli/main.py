@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_sub = p_local.add_subparsers(dest="action", required=True)
     up = local_sub.add_parser("up", parents=[common], help="start the local stack in the background")
     local.add_stack_options(up)
+    up.add_argument("--no-runner", action="store_true", help="start Azurite and the emulators only, for `func start`")
     local_sub.add_parser("down", parents=[common], help="stop the local stack")
     local_sub.add_parser("status", parents=[common], help="is the local stack running?")
 

@@ -78,3 +78,23 @@ def test_the_cli_runs_a_job_on_the_local_stack(tmp_path: Path):
     assert code == 0 and down["stopped"] is True
     code, after = rowsmith(state, "local", "status")
     assert code == 1 and after["running"] is False
+
+
+def test_local_up_without_the_runner_is_for_func_start(tmp_path: Path):
+    state = tmp_path / "state"
+    settings_file = tmp_path / "local.settings.json"
+    code, info = rowsmith(state, "local", "up", "--no-runner", "--settings-file", str(settings_file))
+    try:
+        assert code == 0, info
+        assert not (state / "runner.pid").exists()
+        code, status = rowsmith(state, "local", "status")
+        assert code == 0 and status["running"] is True
+        settings = json.loads(settings_file.read_text())
+        assert settings["IsEncrypted"] is False
+        # What `func start` needs: Azurite for the triggers, the emulators for identity and the model.
+        assert {"AzureWebJobsStorage", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_OPENAI_ENDPOINT"} <= set(
+            settings["Values"]
+        )
+    finally:
+        code, down = rowsmith(state, "local", "down")
+    assert code == 0 and down["stopped"] is True
