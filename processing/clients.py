@@ -45,7 +45,9 @@ def make_openai(settings: Settings, credential: AsyncTokenCredential) -> AsyncAz
     common = {
         "azure_endpoint": settings.openai_endpoint,
         "api_version": settings.openai_api_version,
-        "max_retries": settings.openai_max_retries,
+        # The client would sleep on a 429 for up to two minutes per retry, holding the worker;
+        # processing/model.py retries 5xx and connection errors itself and re-queues 429s.
+        "max_retries": 0,
         "timeout": settings.openai_timeout_seconds,
     }
     if settings.openai_api_key:

@@ -21,8 +21,17 @@ from dataclasses import dataclass
 from processing.errors import JobInputError
 
 BATCH_ROWS = 500
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)")
+_EOL = re.compile(r"\r\n|\r|\n")
 _SENTINEL = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """The download failed: the parser must raise it, never mistake it for the end of the file."""
+
+    error: BaseException
+
+
 _CANDIDATES = (",", ";", "\t", "|")
 # Files people rename to .csv by mistake, by their first bytes.
 _SIGNATURES = {
@@ -107,6 +116,8 @@ class _Lines:
             data = self._chunks.get()
             if data is _SENTINEL:
                 break
+            if isinstance(data, _Failure):
+                raise data.error
             if not self._wide and b"\x00" in data:
                 # NUL never occurs in a UTF-8 text file; it is the mark of a binary file.
                 nul = self.offset + data.index(b"\x00")
@@ -114,15 +125,16 @@ class _Lines:
                 raise self._binary(kind, nul)
             text = pending + self._decode(data, final=False)
             self.offset += len(data)
-            end = 0
-            for match in _LINE.finditer(text):
-                line = match.group(0)
-                # A lone CR at the end may be the first half of a CRLF split across chunks.
-                if match.end() == len(text) and line.endswith("\r"):
+            # `pending` holds no line end (but perhaps a trailing CR), so only the new text is
+            # scanned: a long line split over many chunks costs linear, not quadratic, time.
+            start, pos = 0, max(0, len(pending) - 1)
+            while (match := _EOL.search(text, pos)) is not None:
+                # A lone CR at the very end may be the first half of a CRLF split across chunks.
+                if match.group() == "\r" and match.end() == len(text):
                     break
-                end = match.end()
-                yield line
-            pending = text[end:]
+                yield text[start : match.end()]
+                start = pos = match.end()
+            pending = text[start:]
         pending += self._decode(b"", final=True)
         if pending:
             yield pending
@@ -160,7 +172,11 @@ class CsvStream:
         self._feeder = asyncio.create_task(self._feed())
         self._thread = threading.Thread(target=self._parse, args=(loop,), daemon=True, name="csv-parse")
         self._thread.start()
-        kind, value = await self._next()
+        try:
+            kind, value = await self._next()
+        except BaseException:
+            await self.__aexit__()  # stop the feeder and the parser; the download is abandoned
+            raise
         if kind == "header":
             self.header, self.delimiter = value
         return self
@@ -178,21 +194,21 @@ class CsvStream:
             await asyncio.sleep(0.01)
 
     async def _feed(self) -> None:
+        end: object = _SENTINEL
         try:
             async for chunk in self._chunks:
-                while not self._stop.is_set():
-                    try:
-                        self._in.put_nowait(chunk)
-                        break
-                    except queue.Full:
-                        await asyncio.sleep(0.002)
-        finally:
-            while not self._stop.is_set():
-                try:
-                    self._in.put_nowait(_SENTINEL)
-                    break
-                except queue.Full:
-                    await asyncio.sleep(0.002)
+                await self._offer(chunk)
+        except Exception as exc:
+            end = _Failure(exc)
+        await self._offer(end)
+
+    async def _offer(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._in.put_nowait(item)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.002)
 
     def _put(self, loop: asyncio.AbstractEventLoop, item: tuple) -> None:
         future = asyncio.run_coroutine_threadsafe(self._out.put(item), loop)
@@ -204,7 +220,30 @@ class CsvStream:
                 continue
         future.cancel()
 
+    def _csv_error(self, exc: csv.Error, line: int, row_start: int) -> JobInputError:
+        text = str(exc)
+        if "field larger than field limit" in text:
+            return JobInputError(
+                f"{self._name}: a field ending on line {line} is longer than {self._field_limit - 1} characters",
+                where=f"line {line}",
+                fix="shorten the field, or raise ROWSMITH_MAX_ROW_BYTES",
+            )
+        if "unexpected end of data" in text:
+            return JobInputError(
+                f"{self._name}: a quoted field in the row starting on line {row_start} is never closed "
+                f"(the file ends inside quotes, at line {line})",
+                where=f"line {row_start}",
+                fix='find the field with an opening quote and no closing quote; a quote inside a field is written ""',
+            )
+        return JobInputError(
+            f"{self._name} is not valid CSV at line {line}: {text}",
+            where=f"line {line}",
+            fix="check quoting: a field with the delimiter, a quote or a line break must be quoted",
+        )
+
     def _parse(self, loop: asyncio.AbstractEventLoop) -> None:
+        reader = None
+        last_line = 0  # where the last complete row ended: an error is in the row after it
         try:
             lines = iter(_Lines(self._in, self._name, self._encoding))
             first = next(lines, None)
@@ -217,12 +256,15 @@ class CsvStream:
                 yield first
                 yield from lines
 
-            reader = csv.reader(all_lines(), delimiter=delimiter)
+            # strict: an unclosed quote is an error, not a cell that swallows the rest of the file.
+            reader = csv.reader(all_lines(), delimiter=delimiter, strict=True)
             header = next(reader)
+            last_line = reader.line_num
             self._put(loop, ("header", (header, delimiter)))
             batch: list[ParsedRow] = []
             index = 0
             for cells in reader:
+                last_line = reader.line_num
                 if not cells:  # a blank line: trailing empty lines are not rows
                     continue
                 if index >= self._skip:
@@ -238,18 +280,8 @@ class CsvStream:
         except JobInputError as exc:
             self._put(loop, ("error", exc))
         except csv.Error as exc:
-            self._put(
-                loop,
-                (
-                    "error",
-                    JobInputError(
-                        f"{self._name} is not valid CSV: {exc}",
-                        where=f"line {getattr(exc, 'line', '?')}",
-                        fix="check quoting: a field with the delimiter, a quote or a line break must be quoted",
-                    ),
-                ),
-            )
-        except Exception as exc:
+            self._put(loop, ("error", self._csv_error(exc, reader.line_num if reader else 0, last_line + 1)))
+        except Exception as exc:  # the download's own error, or a bug: never a silent end of file
             self._put(loop, ("error", exc))
 
     async def _next(self) -> tuple[str, object]:

@@ -151,8 +151,9 @@ class _BlockWriter:
         self.buffer.clear()
 
     async def commit(self) -> None:
-        if self.buffer or not self.blocks:
+        if self.buffer:
             await self._stage()
+        # An empty list makes an empty blob (a header-only file's .jsonl); no 0-byte block.
         await self.blob.commit_block_list(self.blocks, content_settings=ContentSettings(content_type=self.content_type))
 
 
@@ -178,9 +179,21 @@ def answer_fields(manifest: Manifest) -> list[str]:
     return [output.get("column") or "answer"]
 
 
+async def _superseded(clients: Clients, manifest: Manifest) -> bool:
+    """True if the input was uploaded again (a new ETag) since this job read it."""
+    blob = clients.blobs.get_blob_client(manifest.source_container, manifest.source_blob)
+    try:
+        props = await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return False  # deleted, not replaced: this job's results are still the latest
+    return jobs.normalise_etag(props.etag) != manifest.source_etag
+
+
 async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
-    csv_name = f"{manifest.output_prefix}.results.csv"
-    jsonl_name = f"{manifest.output_prefix}.results.jsonl"
+    manifest.superseded = await _superseded(clients, manifest)
+    base = f"{manifest.output_prefix}.{manifest.job}" if manifest.superseded else manifest.output_prefix
+    csv_name = f"{base}.results.csv"
+    jsonl_name = f"{base}.results.jsonl"
     csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8")
     jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson")
     keys = unique_header(manifest.header)

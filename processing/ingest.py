@@ -192,17 +192,15 @@ class _Batcher:
 async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> None:
     settings = clients.settings
     name = f"{event.container}/{event.blob}"
+    # Every chunk of the download is pinned to the event's ETag: a file uploaded again while we
+    # read it raises ResourceModifiedError rather than mixing two versions.
+    replaced = JobInputError(f"{name} was replaced before it was read in full; the new upload is its own job")
     try:
         download = await clients.input.download_blob(
             event.blob, etag=manifest.source_etag, match_condition=MatchConditions.IfNotModified
         )
     except ResourceModifiedError:
-        await fail_job(
-            clients,
-            manifest,
-            JobInputError(f"{name} was replaced before it could be read; the new upload is its own job"),
-            report=False,
-        )
+        await fail_job(clients, manifest, replaced, report=False)
         return
     except ResourceNotFoundError:
         await fail_job(clients, manifest, JobInputError(f"{name} was deleted before it could be read"), report=False)
@@ -218,6 +216,29 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
         field_limit=settings.max_row_bytes + 1,
         skip_rows=resume_from,
     )
+    try:
+        total = await _stream_rows(clients, manifest, pipeline, stream, name=name, resume_from=resume_from)
+    except ResourceModifiedError:
+        await fail_job(clients, manifest, replaced, report=False)
+        return
+
+    # Finalize is enqueued before the state changes: if we crash in between, the
+    # redelivered event resumes, enqueues it again, and the duplicate chain stops itself.
+    delay = int(settings.finalize_interval_seconds) if total else 0
+    await clients.finalize_queue.send_message(FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay)
+    manifest.total_rows = total
+    manifest.ingested_rows = total
+    manifest.state = State.PROCESSING
+    manifest.stamp("ingested")
+    await jobs.save(clients.jobs, manifest)
+    log.info("job %s: %d rows enqueued from %s", manifest.job, total, name)
+
+
+async def _stream_rows(
+    clients: Clients, manifest: Manifest, pipeline: Pipeline, stream: CsvStream, *, name: str, resume_from: int
+) -> int:
+    """Parse the file and enqueue its rows, checkpointing; returns the number of data rows."""
+    settings = clients.settings
     async with stream:
         header = stream.header
         _check_header(header, pipeline, name)
@@ -238,15 +259,4 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
                     await jobs.save(clients.jobs, manifest)
                     next_checkpoint = manifest.ingested_rows + settings.ingest_checkpoint_rows
         await batcher.checkpoint()
-        total = stream.total_rows
-
-    # Finalize is enqueued before the state changes: if we crash in between, the
-    # redelivered event resumes, enqueues it again, and the duplicate chain stops itself.
-    delay = int(settings.finalize_interval_seconds) if total else 0
-    await clients.finalize_queue.send_message(FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay)
-    manifest.total_rows = total
-    manifest.ingested_rows = total
-    manifest.state = State.PROCESSING
-    manifest.stamp("ingested")
-    await jobs.save(clients.jobs, manifest)
-    log.info("job %s: %d rows enqueued from %s", manifest.job, total, name)
+    return stream.total_rows

@@ -88,6 +88,9 @@ class Manifest:
     times: dict[str, float] = field(default_factory=dict)
     error: dict[str, str] | None = None
     results: dict[str, str] = field(default_factory=dict)
+    # A newer upload replaced the source before this job finished: its results carry the job
+    # id in their name, so they never overwrite the newer upload's results.
+    superseded: bool = False
     version: int = MANIFEST_VERSION
     etag: str | None = field(default=None, compare=False, repr=False)
 

@@ -1,13 +1,16 @@
 """One Azure OpenAI chat completion per row, and what each failure means.
 
-The client is built with `max_retries` for connection errors and 5xx only in spirit:
-a 429 is never slept on here. It becomes `Throttled` and the row goes back to the queue
-with the server's delay, so quota pressure costs no dequeue attempt and holds no worker.
+The openai client is built with `max_retries=0`: it would otherwise sleep on a 429 for up
+to two minutes per retry. Here a 429 is never slept on: it becomes `Throttled` and the row
+goes back to the queue with the server's delay, so quota pressure costs no dequeue attempt
+and holds no worker. 5xx, timeouts and dropped connections get a few quick retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +69,28 @@ def build_messages(pipeline: Pipeline, user: str) -> list[dict[str, str]]:
 
 
 async def complete(
-    client: AsyncAzureOpenAI, pipeline: Pipeline, deployment: str, user: str, *, using_key: bool = False
+    client: AsyncAzureOpenAI,
+    pipeline: Pipeline,
+    deployment: str,
+    user: str,
+    *,
+    using_key: bool = False,
+    retries: int = 0,
+) -> Answer:
+    """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call."""
+    for attempt in range(retries + 1):
+        try:
+            return await _complete_once(client, pipeline, deployment, user, using_key=using_key)
+        except TransientError:
+            if attempt == retries:
+                raise
+            # Short, jittered backoff: longer outages are the queue's job (visibilityTimeout).
+            await asyncio.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+async def _complete_once(
+    client: AsyncAzureOpenAI, pipeline: Pipeline, deployment: str, user: str, *, using_key: bool
 ) -> Answer:
     kwargs: dict[str, Any] = {}
     if pipeline.output.kind == "json":

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from processing.errors import ConfigurationError, RowError, Throttled, Transient
 from processing.failures import mark_fatal
 from processing.hostconfig import max_dequeue_count
 from processing.jobs import Manifest, State
-from processing.messages import Row, RowsMessage
+from processing.messages import INLINE_LIMIT, Row, RowsMessage
 from processing.pipelines import Pipeline
 from processing.prompts import BoundTemplate
 from processing.results import Record
@@ -93,6 +94,7 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
             spec.deployment,
             prompt,
             using_key=bool(clients.settings.openai_api_key),
+            retries=clients.settings.openai_max_retries,
         )
     except RowError as exc:
         return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code=exc.code)
@@ -177,9 +179,14 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
 async def _requeue(clients: Clients, job: str, rows: list[Row], delay: float, *, waits: int, tries: int) -> None:
     # Jitter spreads a burst of throttled rows so they do not all return in the same second.
     visibility = min(MAX_VISIBILITY, max(1, round(delay * random.uniform(1.0, 1.2) + 0.5)))
-    await clients.rows_queue.send_message(
-        RowsMessage(job, tuple(rows), waits=waits, tries=tries).to_json(), visibility_timeout=visibility
-    )
+    message = RowsMessage(job, tuple(rows), waits=waits, tries=tries)
+    text = message.to_json()
+    if len(text.encode()) > INLINE_LIMIT:
+        # Rows that came by claim check go back by claim check: a queue message holds 64 KiB.
+        name = jobs.claim_blob(job, rows[0].index, suffix=f"-{uuid.uuid4().hex[:8]}")
+        await clients.jobs.upload_blob(name, RowsMessage.rows_json(tuple(rows)).encode(), overwrite=True)
+        text = RowsMessage(job, claim=name, waits=waits, tries=tries).to_json()
+    await clients.rows_queue.send_message(text, visibility_timeout=visibility)
 
 
 async def handle_poison(body: str | bytes, clients: Clients) -> None:

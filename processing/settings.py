@@ -19,7 +19,7 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_API_VERSION = "2024-10-21"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -29,6 +29,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         raise ConfigurationError(f"setting {name}={raw!r} is not a whole number") from None
     if value < minimum:
         raise ConfigurationError(f"setting {name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"setting {name}={value} must be at most {maximum}")
     return value
 
 
@@ -124,7 +126,8 @@ class Settings:
             managed_identity=managed,
             client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
             pipelines_dir=Path(env.get("ROWSMITH_PIPELINES_DIR", "").strip() or APP_ROOT / "pipelines"),
-            shard_rows=_int(env, "ROWSMITH_SHARD_ROWS", 10_000),
+            # An append blob takes 50,000 blocks; duplicates and retries need headroom.
+            shard_rows=_int(env, "ROWSMITH_SHARD_ROWS", 10_000, maximum=20_000),
             finalize_interval_seconds=_float(env, "ROWSMITH_FINALIZE_INTERVAL_SECONDS", 10.0),
             ingest_concurrency=_int(env, "ROWSMITH_INGEST_CONCURRENCY", 32),
             ingest_checkpoint_rows=_int(env, "ROWSMITH_INGEST_CHECKPOINT_ROWS", 5_000),
@@ -190,7 +193,11 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "Opt-out of keyless auth (logged as a warning). Leave unset; the deployment disables keys anyway.",
     ),
     SettingDoc("AZURE_OPENAI_TIMEOUT_SECONDS", "60", "Timeout of one model call."),
-    SettingDoc("AZURE_OPENAI_MAX_RETRIES", "2", "In-call retries of connection errors and 5xx (429s are re-queued)."),
+    SettingDoc(
+        "AZURE_OPENAI_MAX_RETRIES",
+        "2",
+        "Quick in-call retries of connection errors, timeouts and 5xx (429s are re-queued, never slept on).",
+    ),
     SettingDoc(
         "IDENTITY_ENDPOINT",
         "(set by the platform)",
@@ -202,7 +209,7 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
     SettingDoc(
         "ROWSMITH_SHARD_ROWS",
         "10000",
-        "Rows per results shard (append blob); keeps shards under 50,000 blocks.",
+        "Rows per results shard (append blob), at most 20000: keeps shards under 50,000 blocks.",
     ),
     SettingDoc("ROWSMITH_FINALIZE_INTERVAL_SECONDS", "10", "Delay between a job's completion checks."),
     SettingDoc("ROWSMITH_INGEST_CONCURRENCY", "32", "Queue sends in flight while a file is ingested."),

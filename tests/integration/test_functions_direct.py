@@ -168,3 +168,60 @@ async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_
     # Hidden for minutes, but there: the job will be checked again rather than forgotten.
     assert props.approximate_message_count == 1
     assert await drain("finalize", stack) == []
+
+
+async def upload_and_ingest(stack: Stack, name: str, data: str) -> tuple[str, list[tuple[str, int]], str]:
+    """Upload, run ingest_upload on its event; return (job, row messages, finalize message)."""
+    target = local_target(stack)
+    try:
+        blob = target.blobs.get_blob_client("input", name)
+        etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
+    finally:
+        await target.close()
+    event = BlobCreated.make_event(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
+    await drain("rows", stack)
+    await drain("finalize", stack)
+    await user_function(function_app.ingest_upload)(message(event))
+    rows = await drain("rows", stack)
+    (final,) = await drain("finalize", stack)
+    return jobs.job_id_for(blob.url, etag), rows, final[0]
+
+
+async def test_a_throttled_oversized_row_goes_back_by_claim_check(stack: Stack, app_env: None):
+    big = "w" * 60_000 + " [[fault:429:1]]"  # over a queue message; throttled once
+    _job, rows, final = await upload_and_ingest(stack, "echo/big-row.csv", f"id,text\n1,{big}\n")
+    assert "claim" in json.loads(rows[0][0])
+
+    await user_function(function_app.process_rows)(message(rows[0][0]))
+    await asyncio.sleep(2.6)  # the emulator's retry-after is 1 s; we wait that, plus jitter
+    (again,) = await drain("rows", stack)
+    body = json.loads(again[0])
+    assert "claim" in body and body["waits"] == 1  # a 64 KiB message could not carry it inline
+
+    await user_function(function_app.process_rows)(message(again[0]))
+    await user_function(function_app.finalize_job)(message(final))
+    out = (await download(stack, "output", "echo/big-row.results.csv")).decode().splitlines()
+    assert out[1] == f"1,{big},{emulated_text(f'Row 1: {big}')},ok,"
+
+
+async def test_an_upload_replaced_before_its_job_finishes_never_overwrites_the_newer_results(
+    stack: Stack, app_env: None
+):
+    old_job, old_rows, old_final = await upload_and_ingest(stack, "echo/report.csv", "id,text\n1,old\n")
+    new_job, new_rows, new_final = await upload_and_ingest(stack, "echo/report.csv", "id,text\n1,new\n")
+    for body, _ in [*new_rows, *old_rows]:
+        await user_function(function_app.process_rows)(message(body))
+    # The newer upload's job finishes first; the older one finishing later must not overwrite it.
+    await user_function(function_app.finalize_job)(message(new_final))
+    await user_function(function_app.finalize_job)(message(old_final))
+
+    latest = (await download(stack, "output", "echo/report.results.csv")).decode().splitlines()
+    assert latest[1].startswith("1,new,")
+    older = (await download(stack, "output", f"echo/report.{old_job}.results.csv")).decode().splitlines()
+    assert older[1].startswith("1,old,")
+    target = local_target(stack)
+    try:
+        old = await jobs.load(target.blobs.get_container_client("jobs"), old_job)
+    finally:
+        await target.close()
+    assert old.state == "done" and old.superseded is True and new_job != old_job

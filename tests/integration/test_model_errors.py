@@ -112,3 +112,18 @@ async def test_an_api_key_is_a_configuration_error_naming_the_setting(settings: 
     finally:
         await client.close()
         await credential.close()
+
+
+async def test_a_429_is_never_slept_on_inside_the_call(call, stack: Stack):
+    from tests.integration.harness import emulator
+
+    before = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+    with pytest.raises(Throttled):
+        await call("slow down [[fault:429]]", retries=2)
+    after = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+    assert after - before == 1  # one request: the row goes back to the queue instead
+
+
+async def test_a_brief_server_error_is_retried_within_the_call(call):
+    answer = await call("blip [[fault:503:1]]", retries=1)
+    assert answer.value == emulated_text("blip [[fault:503:1]]")

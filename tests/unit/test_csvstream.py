@@ -92,3 +92,51 @@ async def test_a_consumer_that_stops_early_does_not_hang():
     async with CsvStream(chunks_of(data, 1024), name="big.csv") as stream:
         async for _batch in stream.batches():
             break
+
+
+class DownloadBroke(Exception):
+    pass
+
+
+async def failing_after(data: bytes):
+    yield data
+    raise DownloadBroke("connection reset")
+
+
+async def test_a_failed_download_is_an_error_never_a_short_file():
+    # The cut-off last row must not be mistaken for the end of the file.
+    with pytest.raises(DownloadBroke):
+        async with CsvStream(failing_after(b"a,b\n1,2\n3,4\n5,"), name="t.csv") as stream:
+            async for _ in stream.batches():
+                pass
+
+
+async def test_an_unclosed_quote_fails_with_its_line_instead_of_swallowing_rows():
+    with pytest.raises(JobInputError, match=r"starting on line 3 is never closed") as err:
+        await parse(b'a,b\n1,2\n3,"x\n7,8\n')
+    assert "quote" in err.value.fix
+
+
+async def test_a_quote_inside_an_unquoted_field_is_kept_as_written():
+    _, _, rows = await parse(b'size,name\n5" screen,tv\n')
+    assert rows[0].cells == ['5" screen', "tv"]
+
+
+async def test_a_long_line_over_many_small_chunks():
+    long = "x" * 300_000
+    _, _, rows = await parse(f"a,b\n1,{long}\r\n2,y\n".encode(), 1024)
+    assert [r.cells for r in rows] == [["1", long], ["2", "y"]]
+
+
+async def test_an_oversized_field_names_its_line_and_the_setting():
+    with pytest.raises(JobInputError, match="line 3") as err:
+        await parse(b"a\nshort\n" + b"z" * 2000 + b"\n", field_limit=1001)
+    assert "ROWSMITH_MAX_ROW_BYTES" in err.value.fix
+
+
+async def test_a_file_rejected_at_open_leaves_no_task_behind():
+    with pytest.raises(JobInputError):
+        await parse(b"PK\x03\x04" + b"\x00" * 100, 8)
+    await asyncio.sleep(0.05)
+    pending = [t for t in asyncio.all_tasks() if "_feed" in repr(t.get_coro())]
+    assert pending == []

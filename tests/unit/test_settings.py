@@ -69,7 +69,9 @@ def test_missing_storage_names_both_ways_to_configure_it():
         StorageSettings.from_env({})
 
 
-@pytest.mark.parametrize(("name", "value"), [("ROWSMITH_SHARD_ROWS", "ten"), ("ROWSMITH_SHARD_ROWS", "0")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("ROWSMITH_SHARD_ROWS", "ten"), ("ROWSMITH_SHARD_ROWS", "0"), ("ROWSMITH_SHARD_ROWS", "50000")]
+)
 def test_bad_numbers_name_the_setting(name, value):
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({**BASE, name: value})
