@@ -20,7 +20,6 @@ from processing.names import (
     OPENAI_SCOPE,
     OUTPUT_CONTAINER,
     ROWS_QUEUE,
-    UPLOADS_QUEUE,
 )
 from processing.settings import Settings, StorageSettings, get_settings
 
@@ -91,10 +90,6 @@ class Clients:
     @property
     def finalize_queue(self) -> QueueClient:
         return self.queue(FINALIZE_QUEUE)
-
-    @property
-    def uploads_queue(self) -> QueueClient:
-        return self.queue(UPLOADS_QUEUE)
 
     async def close(self) -> None:
         await self.openai.close()

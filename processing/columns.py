@@ -13,13 +13,7 @@ def added_columns(header: Sequence[str], fields: Sequence[str]) -> list[str]:
     taken = set(header)
     names: list[str] = []
     for wanted in [*fields, STATUS, ERROR]:
-        name = wanted
-        if name in taken:
-            name = f"rowsmith_{wanted}"
-        n = 2
-        while name in taken:
-            name = f"rowsmith_{wanted}_{n}"
-            n += 1
+        name = wanted if wanted not in taken else _free(f"rowsmith_{wanted}", taken)
         taken.add(name)
         names.append(name)
     return names
@@ -30,11 +24,16 @@ def unique_header(header: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for i, name in enumerate(header, start=1):
-        base = name if name.strip() else f"column_{i}"
-        key, n = base, 2
-        while key in seen:
-            key = f"{base}_{n}"
-            n += 1
+        key = _free(name if name.strip() else f"column_{i}", seen)
         seen.add(key)
         out.append(key)
     return out
+
+
+def _free(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`... whichever is not taken yet."""
+    name, n = base, 2
+    while name in taken:
+        name = f"{base}_{n}"
+        n += 1
+    return name

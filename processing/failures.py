@@ -19,7 +19,7 @@ from azure.storage.blob import ContentSettings
 
 from processing import jobs
 from processing.clients import Clients
-from processing.errors import ConfigurationError, JobInputError
+from processing.errors import ConfigurationError
 from processing.jobs import Manifest, State
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,3 @@ async def read_fatal(clients: Clients, job: str) -> dict[str, str] | None:
         return json.loads(await stream.readall())
     except ResourceNotFoundError:
         return None
-
-
-__all__ = ["ConfigurationError", "JobInputError", "fail_job", "mark_fatal", "read_fatal"]

@@ -28,6 +28,7 @@ from processing.columns import unique_header
 from processing.failures import fail_job, read_fatal
 from processing.jobs import Manifest, State
 from processing.messages import FinalizeMessage
+from processing.pipelines import Pipeline
 from processing.results import Record
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,26 @@ class Progress:
     bitmap: bytearray = field(default_factory=bytearray, repr=False)
     etag: str | None = field(default=None, repr=False)
 
+    def has(self, index: int) -> bool:
+        return bool(self.bitmap[index >> 3] >> (index & 7) & 1)
+
     def mark(self, index: int) -> bool:
         """True if this is the first record of the row."""
-        byte, bit = divmod(index, 8)
-        if self.bitmap[byte] >> bit & 1:
+        if self.has(index):
             return False
-        self.bitmap[byte] |= 1 << bit
+        self.bitmap[index >> 3] |= 1 << (index & 7)
         return True
+
+    def all_seen(self, start: int, end: int) -> bool:
+        """Whether every row in [start, end) has a record; whole bytes are compared at C speed."""
+        head = min(end, -(-start // 8) * 8)  # first multiple of 8 at or after start
+        tail = max(head, end // 8 * 8)  # last multiple of 8 at or before end
+        whole = self.bitmap[head // 8 : tail // 8]
+        return (
+            all(self.has(i) for i in range(start, head))
+            and whole == b"\xff" * len(whole)
+            and all(self.has(i) for i in range(tail, end))
+        )
 
     def to_bytes(self) -> bytes:
         head = {k: v for k, v in asdict(self).items() if k not in ("bitmap", "etag")}
@@ -99,6 +113,9 @@ async def _save_progress(clients: Clients, manifest: Manifest, progress: Progres
 async def _scan(clients: Clients, manifest: Manifest, progress: Progress) -> None:
     total = manifest.total_rows or 0
     for shard in range(manifest.shards):
+        first = shard * manifest.shard_rows
+        if progress.all_seen(first, min(total, first + manifest.shard_rows)):
+            continue  # complete: later appends can only be duplicates, so spare the request
         blob = clients.jobs.get_blob_client(jobs.shard_blob(manifest.job, shard))
         try:
             size = (await blob.get_blob_properties()).size
@@ -157,10 +174,8 @@ class _BlockWriter:
         await self.blob.commit_block_list(self.blocks, content_settings=ContentSettings(content_type=self.content_type))
 
 
-def _row_out(manifest: Manifest, record: Record) -> tuple[list[str], list[str]]:
-    width = len(manifest.header)
+def _row_out(width: int, fields: tuple[str, ...], record: Record) -> tuple[list[str], list[str]]:
     cells = list(record.cells[:width]) + [""] * max(0, width - len(record.cells))
-    fields = answer_fields(manifest)
     if record.status == results.OK:
         answers = (
             [_cell_text(record.answer)]
@@ -170,13 +185,6 @@ def _row_out(manifest: Manifest, record: Record) -> tuple[list[str], list[str]]:
     else:
         answers = [""] * len(fields)
     return cells, [*answers, record.status, record.error]
-
-
-def answer_fields(manifest: Manifest) -> list[str]:
-    output = manifest.pipeline.get("output", {})
-    if output.get("kind") == "json":
-        return list(output.get("schema", {}).get("properties", {}))
-    return [output.get("column") or "answer"]
 
 
 async def _superseded(clients: Clients, manifest: Manifest) -> bool:
@@ -196,6 +204,8 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
     jsonl_name = f"{base}.results.jsonl"
     csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8")
     jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson")
+    fields = Pipeline.from_dict(manifest.pipeline).output.fields
+    width = len(manifest.header)
     keys = unique_header(manifest.header)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
@@ -215,7 +225,7 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
             record = first.get(index)
             if record is None:
                 record = Record(index, results.ERROR, [], error="no result was recorded", code="missing")
-            cells, added = _row_out(manifest, record)
+            cells, added = _row_out(width, fields, record)
             writer.writerow(cells + added)
             line: dict[str, Any] = {
                 "row": index + 1,

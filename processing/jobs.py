@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
@@ -60,10 +60,6 @@ def claim_blob(job: str, first_row: int, suffix: str = "") -> str:
 
 def progress_blob(job: str) -> str:
     return f"{job}/progress.json"
-
-
-def seen_blob(job: str) -> str:
-    return f"{job}/seen.bin"
 
 
 @dataclass
@@ -144,8 +140,6 @@ async def create(jobs: ContainerClient, manifest: Manifest) -> bool:
 
 async def save(jobs: ContainerClient, manifest: Manifest) -> None:
     """Replace the manifest if nobody else changed it since it was read."""
-    from azure.core.exceptions import ResourceModifiedError
-
     try:
         result = await jobs.get_blob_client(manifest_blob(manifest.job)).upload_blob(
             manifest.to_json(),

@@ -51,6 +51,10 @@ class Row:
     cells: tuple[str, ...]
 
 
+def _rows_data(rows: tuple[Row, ...]) -> list[list[Any]]:
+    return [[r.index, list(r.cells)] for r in rows]
+
+
 @dataclass(frozen=True)
 class RowsMessage:
     """One or more consecutive rows of a job to send to the model."""
@@ -70,12 +74,13 @@ class RowsMessage:
         if self.claim:
             data["claim"] = self.claim
         else:
-            data["rows"] = [[r.index, list(r.cells)] for r in self.rows]
+            data["rows"] = _rows_data(self.rows)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     @staticmethod
     def rows_json(rows: tuple[Row, ...]) -> str:
-        return json.dumps([[r.index, list(r.cells)] for r in rows], ensure_ascii=False)
+        """The rows alone, as a claim-check blob holds them."""
+        return json.dumps(_rows_data(rows), ensure_ascii=False)
 
     @staticmethod
     def parse_rows(raw: Any) -> tuple[Row, ...]:

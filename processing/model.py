@@ -45,19 +45,19 @@ def retry_after(headers: Any) -> float:
     return DEFAULT_RETRY_AFTER
 
 
-def _error_code(exc: openai.APIStatusError) -> str:
+def _error_object(exc: openai.APIStatusError) -> dict[str, Any]:
+    # openai puts Azure's inner `error` object in `body` (or the whole body, if it has none).
     body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body, dict) else {}
-    code = exc.code or (err.get("code") if isinstance(err, dict) else None) or ""
-    return str(code)
+    err = body.get("error", body)
+    return err if isinstance(err, dict) else {}
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    return str(exc.code or _error_object(exc).get("code") or "")
 
 
 def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    err = body.get("error", body) if isinstance(body, dict) else {}
-    if isinstance(err, dict) and err.get("message"):
-        return str(err["message"])
-    return str(exc)
+    return str(_error_object(exc).get("message") or exc)
 
 
 def build_messages(pipeline: Pipeline, user: str) -> list[dict[str, str]]:

@@ -9,7 +9,7 @@ so braces inside a cell are never expanded again.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from processing.errors import ConfigurationError
@@ -65,9 +65,6 @@ class Template:
             first.setdefault(name, i)
         positions = tuple(first[c] for c in self.columns)
         return BoundTemplate(tuple(p if isinstance(p, str) else positions[p] for p in self.parts))
-
-    def render_mapping(self, values: Mapping[str, str]) -> str:
-        return "".join(p if isinstance(p, str) else values[self.columns[p]] for p in self.parts)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -34,7 +34,6 @@ class Record:
     error: str = ""
     code: str = ""  # machine-readable error kind: content_filter, bad_row, poison, ...
     usage: tuple[int, int] = (0, 0)  # prompt, completion tokens
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_line(self) -> bytes:
         data: dict[str, Any] = {"i": self.index, "status": self.status, "cells": self.cells}
@@ -44,8 +43,6 @@ class Record:
         else:
             data["error"] = self.error
             data["code"] = self.code
-        if self.extra:
-            data["extra"] = self.extra
         # ensure_ascii keeps every control character escaped, so one record is one line.
         return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
@@ -60,7 +57,6 @@ class Record:
             error=data.get("error", ""),
             code=data.get("code", ""),
             usage=(int(usage[0]), int(usage[1])),
-            extra=data.get("extra", {}),
         )
 
 

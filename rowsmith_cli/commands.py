@@ -26,6 +26,10 @@ EXIT_TIMEOUT = 3
 def summary(manifest: Manifest) -> dict[str, Any]:
     started = manifest.times.get("created")
     finished = manifest.times.get("finished")
+
+    def output_blob(kind: str) -> str | None:
+        return f"{OUTPUT_CONTAINER}/{manifest.results[kind]}" if kind in manifest.results else None
+
     return {
         "job": manifest.job,
         "state": manifest.state,
@@ -37,13 +41,9 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "prompt_tokens": manifest.tokens.get("prompt", 0),
         "completion_tokens": manifest.tokens.get("completion", 0),
         "seconds": round((finished or time.time()) - started, 1) if started else None,
-        "results_blob": f"{OUTPUT_CONTAINER}/{manifest.results['csv']}" if "csv" in manifest.results else None,
-        "results_jsonl_blob": (
-            f"{OUTPUT_CONTAINER}/{manifest.results['jsonl']}" if "jsonl" in manifest.results else None
-        ),
-        "error_report_blob": (
-            f"{OUTPUT_CONTAINER}/{manifest.results['error_report']}" if "error_report" in manifest.results else None
-        ),
+        "results_blob": output_blob("csv"),
+        "results_jsonl_blob": output_blob("jsonl"),
+        "error_report_blob": output_blob("error_report"),
         "error": (manifest.error or {}).get("error"),
     }
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from localdev.ports import pid_alive, terminate_pid
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
 from processing.settings import APP_ROOT, CliSettings
 from rowsmith_cli import commands
 from rowsmith_cli.target import resolve, stack_file
 
 RUNNER_PID = "runner.pid"
+RUNNER_MODULE = "localdev.runner"
 
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -40,16 +40,6 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _runner_pid(cli: CliSettings) -> int | None:
     try:
         return int((cli.state_dir / RUNNER_PID).read_text().strip())
@@ -61,7 +51,7 @@ def running(cli: CliSettings) -> Stack | None:
     """The local stack, if it is up (and its runner, unless it was started without one)."""
     stack = running_stack(cli.state_dir)
     pid = _runner_pid(cli)
-    if stack and all(stack.running().values()) and (pid is None or _alive(pid)):
+    if stack and all(stack.running().values()) and (pid is None or pid_alive(pid)):
         return stack
     return None
 
@@ -69,7 +59,7 @@ def running(cli: CliSettings) -> Stack | None:
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
     with (state_dir / "runner.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
+            [sys.executable, "-m", RUNNER_MODULE, "--app-dir", str(APP_ROOT)],
             cwd=APP_ROOT,
             env={**os.environ, **settings},
             stdout=log,
@@ -102,14 +92,9 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
 def down(cli: CliSettings) -> dict[str, Any]:
     stopped = False
     pid = _runner_pid(cli)
-    if pid and _alive(pid):
-        # SIGTERM lets the runner finish the invocations in flight.
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    if pid and pid_alive(pid):
+        # SIGTERM lets the runner finish the invocations in flight; only our runner is signalled.
+        terminate_pid(pid, RUNNER_MODULE, timeout=20)
         stopped = True
     (cli.state_dir / RUNNER_PID).unlink(missing_ok=True)
     path = stack_file(cli.state_dir)

@@ -6,7 +6,6 @@ DefaultAzureCredential; the deployment grants that user the data roles it needs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from localdev.stack import STATE_FILE, Stack
 from processing.clients import make_blob_service, make_queue_service
 from processing.settings import CliSettings, StorageSettings
 
@@ -39,15 +39,14 @@ class Target:
 
 
 def stack_file(state_dir: Path) -> Path:
-    return state_dir / "stack.json"
+    return state_dir / STATE_FILE
 
 
 def local_connection_string(state_dir: Path) -> str | None:
-    path = stack_file(state_dir)
-    if not path.is_file():
+    try:
+        return Stack.load(stack_file(state_dir)).connection_string
+    except (OSError, ValueError, KeyError):
         return None
-    data = json.loads(path.read_text())
-    return data.get("app_settings", {}).get("AzureWebJobsStorage")
 
 
 def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:

@@ -19,7 +19,7 @@ from processing import clients as clients_module
 from processing import jobs
 from processing.messages import BlobCreated
 from processing.settings import get_settings
-from tests.integration.harness import app_settings, download, emulated_text, local_target
+from tests.integration.harness import app_settings, download, emulated_text, local_target, manifest
 
 pytestmark = pytest.mark.integration
 
@@ -61,36 +61,42 @@ def message(body: str, dequeue_count: int = 1) -> QueueMessage:
     return QueueMessage(id="test", body=body.encode(), dequeue_count=dequeue_count)
 
 
-async def test_each_function_does_its_step(stack: Stack, app_env: None):
-    await drain("rows", stack)
-    await drain("finalize", stack)
-    data = "id,text\n" + "".join(f"{i},hello {i}\n" for i in range(10))
+async def upload(stack: Stack, name: str, data: str) -> tuple[str, str]:
+    """Put a file in input/; return its job id and the BlobCreated event Event Grid would raise."""
     target = local_target(stack)
     try:
-        blob = target.blobs.get_blob_client("input", "echo/direct.csv")
+        blob = target.blobs.get_blob_client("input", name)
         etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
     finally:
         await target.close()
-    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/direct.csv", etag=etag, size=len(data))
-    job = jobs.job_id_for(blob.url, etag)
+    event = BlobCreated.make_event(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
+    return jobs.job_id_for(blob.url, etag), event
 
+
+async def upload_and_ingest(stack: Stack, name: str, data: str) -> tuple[str, list[tuple[str, int]], str]:
+    """Upload, run ingest_upload on its event; return (job, row messages, finalize message)."""
+    job, event = await upload(stack, name, data)
+    await drain("rows", stack)
+    await drain("finalize", stack)
     await user_function(function_app.ingest_upload)(message(event))
-
     rows = await drain("rows", stack)
+    (final,) = await drain("finalize", stack)
+    return job, rows, final[0]
+
+
+async def test_each_function_does_its_step(stack: Stack, app_env: None):
+    data = "id,text\n" + "".join(f"{i},hello {i}\n" for i in range(10))
+    job, rows, final = await upload_and_ingest(stack, "echo/direct.csv", data)
+
     assert len(rows) == 10  # one message per row with rows_per_message = 1
-    finals = await drain("finalize", stack)
-    assert [json.loads(body)["job"] for body, _ in finals] == [job]
+    assert json.loads(final)["job"] == job  # and exactly one finalize check
 
     # Process every row but one, then ask finalize: it must wait for the missing row.
     for body, count in rows[:-1]:
         await user_function(function_app.process_rows)(message(body, count))
-    await user_function(function_app.finalize_job)(message(finals[0][0]))
-    target = local_target(stack)
-    try:
-        manifest = await jobs.load(target.blobs.get_container_client("jobs"), job)
-    finally:
-        await target.close()
-    assert manifest.state == "processing" and manifest.counts == {"ok": 9, "error": 0}
+    await user_function(function_app.finalize_job)(message(final))
+    waiting = await manifest(stack, job)
+    assert waiting.state == "processing" and waiting.counts == {"ok": 9, "error": 0}
     await asyncio.sleep(1.2)  # finalize re-checks after at least a second
     (recheck,) = await drain("finalize", stack)
 
@@ -105,24 +111,12 @@ async def test_each_function_does_its_step(stack: Stack, app_env: None):
 
 
 async def test_a_poisoned_rows_message_records_its_rows_as_failed(stack: Stack, app_env: None):
-    data = "id,text\n1,a\n2,b\n"
-    target = local_target(stack)
-    try:
-        blob = target.blobs.get_blob_client("input", "echo/poisoned.csv")
-        etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
-    finally:
-        await target.close()
-    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/poisoned.csv", etag=etag, size=9)
-    await drain("rows", stack)
-    await drain("finalize", stack)
-    await user_function(function_app.ingest_upload)(message(event))
-    rows = await drain("rows", stack)
-    (final,) = await drain("finalize", stack)
+    _job, rows, final = await upload_and_ingest(stack, "echo/poisoned.csv", "id,text\n1,a\n2,b\n")
 
     await user_function(function_app.process_rows)(message(rows[0][0]))
     # The second row's message failed maxDequeueCount times and reached rows-poison.
     await user_function(function_app.record_poison_rows)(message(rows[1][0], 1))
-    await user_function(function_app.finalize_job)(message(final[0]))
+    await user_function(function_app.finalize_job)(message(final))
 
     out = (await download(stack, "output", "echo/poisoned.results.csv")).decode().splitlines()
     assert out[1].endswith(",ok,")
@@ -137,24 +131,13 @@ async def test_an_unreadable_message_is_dropped_not_retried(stack: Stack, app_en
 
 
 async def test_an_upload_that_failed_every_attempt_gets_an_error_report(stack: Stack, app_env: None):
-    target = local_target(stack)
-    try:
-        blob = target.blobs.get_blob_client("input", "echo/never-read.csv")
-        etag = (await blob.upload_blob(b"id,text\n1,a\n", overwrite=True))["etag"]
-    finally:
-        await target.close()
-    event = BlobCreated.make_event(url=blob.url, container="input", blob="echo/never-read.csv", etag=etag, size=12)
+    job, event = await upload(stack, "echo/never-read.csv", "id,text\n1,a\n")
 
     await user_function(function_app.record_poison_upload)(message(event))
 
     report = json.loads(await download(stack, "output", "echo/never-read.error.json"))
     assert "failed 5 times" in report["error"] and "upload the file again" in report["fix"]
-    target = local_target(stack)
-    try:
-        manifest = await jobs.load(target.blobs.get_container_client("jobs"), jobs.job_id_for(blob.url, etag))
-    finally:
-        await target.close()
-    assert manifest.state == "failed"
+    assert (await manifest(stack, job)).state == "failed"
 
 
 async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_env: None):
@@ -168,23 +151,6 @@ async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_
     # Hidden for minutes, but there: the job will be checked again rather than forgotten.
     assert props.approximate_message_count == 1
     assert await drain("finalize", stack) == []
-
-
-async def upload_and_ingest(stack: Stack, name: str, data: str) -> tuple[str, list[tuple[str, int]], str]:
-    """Upload, run ingest_upload on its event; return (job, row messages, finalize message)."""
-    target = local_target(stack)
-    try:
-        blob = target.blobs.get_blob_client("input", name)
-        etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
-    finally:
-        await target.close()
-    event = BlobCreated.make_event(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
-    await drain("rows", stack)
-    await drain("finalize", stack)
-    await user_function(function_app.ingest_upload)(message(event))
-    rows = await drain("rows", stack)
-    (final,) = await drain("finalize", stack)
-    return jobs.job_id_for(blob.url, etag), rows, final[0]
 
 
 async def test_a_throttled_oversized_row_goes_back_by_claim_check(stack: Stack, app_env: None):
@@ -219,9 +185,5 @@ async def test_an_upload_replaced_before_its_job_finishes_never_overwrites_the_n
     assert latest[1].startswith("1,new,")
     older = (await download(stack, "output", f"echo/report.{old_job}.results.csv")).decode().splitlines()
     assert older[1].startswith("1,old,")
-    target = local_target(stack)
-    try:
-        old = await jobs.load(target.blobs.get_container_client("jobs"), old_job)
-    finally:
-        await target.close()
+    old = await manifest(stack, old_job)
     assert old.state == "done" and old.superseded is True and new_job != old_job

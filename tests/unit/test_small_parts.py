@@ -53,3 +53,14 @@ def test_manifest_round_trips():
     back = Manifest.from_json(m.to_json(), etag="e")
     assert back == m and back.shards == 3
     assert json.loads(m.to_json())["version"] == 1
+
+
+def test_progress_knows_when_a_range_of_rows_is_complete():
+    from processing.finalize import Progress
+
+    progress = Progress(bitmap=bytearray(4))
+    for i in range(3, 29):
+        progress.mark(i)
+    assert progress.all_seen(3, 29) and progress.all_seen(8, 16) and progress.all_seen(5, 5)
+    assert not progress.all_seen(2, 29) and not progress.all_seen(3, 30)
+    assert not progress.mark(10)  # a second record of a row is a duplicate
