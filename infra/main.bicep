@@ -144,6 +144,10 @@ module functionApp 'app/functions.bicep' = {
     openAiEndpoint: openAi.outputs.endpoint
     openAiDeploymentName: openAi.outputs.deploymentName
     openAiApiVersion: openAiApiVersion
+    // Capacity is in units of 1,000 tokens per minute, with 6 requests per minute per unit
+    // for the chat models this template deploys.
+    openAiRequestsPerMinute: openAiDeploymentCapacity * 6
+    openAiTokensPerMinute: openAiDeploymentCapacity * 1000
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }

@@ -8,20 +8,40 @@ Flags we always pass, and why:
 - `--loose` (default on): ignore headers and parameters Azurite does not implement instead
   of failing the request.
 - `--inMemoryPersistence` or `--location DIR`, never both (Azurite refuses the pair).
+
+OAuth mode (`--oauth basic`, see `OAuthOptions`): Azurite then also accepts bearer tokens,
+over HTTPS only, so it needs a certificate; `make_dev_certificates` makes a throwaway CA
+and a certificate for 127.0.0.1/localhost signed by it. What Azurite 3.x checks in a token
+(node_modules/azurite/dist/src/{blob,queue}/authentication/*TokenAuthenticator.js): the
+signature is NOT verified; `nbf`, `exp` and `iat` must be present, with nbf <= now <= exp;
+`iss` must start with https://sts.windows.net/ (or another cloud's STS prefix); `aud` must
+be https://storage.azure.com (trailing slash optional), the storage app id
+e406a681-f3d4-42a8-90b6-c2b029497af1, or https://<account>.blob|queue.core.windows.net.
+A bearer token over http is refused (the SDKs refuse to send one anyway). Shared key and
+SAS stay accepted in this mode (the shared-key authenticator runs first), and a request
+with no credential at all is refused (403 AuthorizationFailure).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
+import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from localdev.ports import LOOPBACK, free_ports, pid_alive, spawn, terminate_pid, wait_for_port
 
@@ -71,17 +91,133 @@ def connection_string(
     return ";".join(parts) + ";"
 
 
-@dataclass
+# Azurite knows one OAuth level: "basic" (checks a token's claims, not its signature).
+OAUTH_LEVELS = ("basic",)
+CERT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class DevCertificates:
+    """A throwaway CA and Azurite's HTTPS certificate for 127.0.0.1 and localhost, as PEM files.
+
+    The CA's private key is never written anywhere: it signs the one leaf certificate and
+    is gone, so nothing else can ever be issued under this CA. Clients trust `ca`.
+    """
+
+    ca: Path  # the CA certificate: what clients trust (SSL_CERT_FILE, connection_verify)
+    cert: Path  # Azurite's certificate
+    key: Path  # its private key (owner-only permissions)
+
+
+def make_dev_certificates(
+    directory: Path, *, days: int = CERT_DAYS, hosts: Iterable[str] = ("localhost",)
+) -> DevCertificates:
+    """Generate a fresh CA and a certificate for 127.0.0.1 (+ `hosts`) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rowsmith local stack CA (throwaway)")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+    names += [x509.DNSName(h) for h in hosts]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    paths = DevCertificates(
+        ca=directory / "ca.pem", cert=directory / "azurite-cert.pem", key=directory / "azurite-key.pem"
+    )
+    paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_pem = leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    paths.key.unlink(missing_ok=True)
+    fd = os.open(paths.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    return paths
+
+
+@dataclass(frozen=True)
 class OAuthOptions:
     """Azurite's bearer-token mode (`--oauth basic`): HTTPS only, so it needs a certificate.
 
-    Azurite decodes tokens without checking the signature but requires nbf/exp/iat, an
-    issuer starting https://sts.windows.net/ and the storage audience. Not used yet.
+    `ca` is the certificate clients must trust to reach this Azurite (None if `cert` is
+    signed by something they trust already). See the module docstring for what Azurite
+    checks in a token.
     """
 
     cert: Path
     key: Path
+    ca: Path | None = None
     level: str = "basic"
+
+    def __post_init__(self) -> None:
+        if self.level not in OAUTH_LEVELS:
+            raise ValueError(f"Azurite's OAuth level must be one of {', '.join(OAUTH_LEVELS)}, not {self.level!r}")
+
+    @classmethod
+    def generate(cls, directory: Path) -> OAuthOptions:
+        """Options with a freshly generated throwaway CA and certificate in `directory`."""
+        certs = make_dev_certificates(directory)
+        return cls(cert=certs.cert, key=certs.key, ca=certs.ca)
 
 
 @dataclass
@@ -94,6 +230,7 @@ class Azurite:
     https: bool = False
     location: Path | None = None
     log_path: Path | None = None
+    ca_file: Path | None = None  # what a client must trust to reach it over HTTPS
     process: Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -218,6 +355,7 @@ def start_azurite(
         https=oauth is not None,
         location=None if in_memory else location,
         log_path=log_path,
+        ca_file=oauth.ca if oauth is not None else None,
         process=process,
     )
     try:
@@ -229,13 +367,28 @@ def start_azurite(
     return azurite
 
 
-def ensure_resources(connection_string: str, containers: Iterable[str] = (), queues: Iterable[str] = ()) -> None:
-    """Create containers and queues if missing (idempotent), with the real storage SDK."""
-    with BlobServiceClient.from_connection_string(connection_string) as blobs:
+def client_options(ca_file: Path | None) -> dict[str, Any]:
+    """Keyword arguments for an azure-core client that must trust `ca_file` (none for plain HTTP)."""
+    return {"connection_verify": str(ca_file)} if ca_file is not None else {}
+
+
+def ensure_resources(
+    connection_string: str,
+    containers: Iterable[str] = (),
+    queues: Iterable[str] = (),
+    *,
+    ca_file: Path | None = None,
+) -> None:
+    """Create containers and queues if missing (idempotent), with the real storage SDK.
+
+    `ca_file`: the CA to trust when the connection string's endpoints are HTTPS (OAuth mode).
+    """
+    options = client_options(ca_file)
+    with BlobServiceClient.from_connection_string(connection_string, **options) as blobs:
         for name in containers:
             with contextlib.suppress(ResourceExistsError):
                 blobs.create_container(name)
-    with QueueServiceClient.from_connection_string(connection_string) as queue_service:
+    with QueueServiceClient.from_connection_string(connection_string, **options) as queue_service:
         for name in queues:
             # Azurite answers 409 for an existing queue; Azure answers 204 if its metadata matches.
             with contextlib.suppress(ResourceExistsError):

@@ -16,11 +16,21 @@ stored anywhere), with claims aud (= resource), iss (https://sts.windows.net/<te
 tid, oid, sub, appid, iat, nbf, exp. The public key is served as a JWKS at
 `/.well-known/jwks.json`; the Azure OpenAI emulator verifies tokens against it.
 
+Any resource gets a token; the two the app asks for are Azure OpenAI
+(`https://cognitiveservices.azure.com`, checked by the emulator) and Storage
+(`https://storage.azure.com`, with or without the trailing slash, as the storage SDKs'
+scope `https://storage.azure.com/.default` becomes). Azurite in OAuth mode (`--oauth
+basic`) accepts the storage tokens: it needs exactly these claims (nbf <= now <= exp, iat,
+an issuer starting https://sts.windows.net/, the storage audience) and does not check the
+signature.
+
 Control API (for tests and fault drills):
 - `POST /_identity/config` JSON, any subset of: `failure_rate` (0..1: that share of token
   requests get a 500), `expired` (issue tokens that have already expired),
   `lifetime_seconds` (default 3600). Answers with the whole configuration, as does GET.
-- `GET /_identity/stats`: requests, tokens issued per resource, failures, rejections.
+- `GET /_identity/stats`: requests, tokens issued per resource (`tokens`) and per identity
+  (`by_identity`: "system" for the system-assigned identity, else the user-assigned
+  identity's client id, each with its tokens per resource), failures, rejections.
 - `POST /_identity/reset`: zero the counters.
 - `GET /_identity/health`: 200 once serving.
 
@@ -55,6 +65,11 @@ TOKEN_PATH = "/msi/token"
 JWKS_PATH = "/.well-known/jwks.json"
 HEADER_NAME = "X-IDENTITY-HEADER"
 ISSUER_PREFIX = "https://sts.windows.net/"
+# The resources (token audiences) the app asks for.
+STORAGE_RESOURCE = "https://storage.azure.com"
+OPENAI_RESOURCE = "https://cognitiveservices.azure.com"
+# `by_identity` key of the system-assigned identity (a request without client_id).
+SYSTEM_IDENTITY = "system"
 # Clearly fake, fixed ids, so logs and tests can recognise the local identity.
 DEFAULT_TENANT_ID = "00000000-0000-4000-8000-00000000a001"
 DEFAULT_PRINCIPAL_ID = "00000000-0000-4000-8000-00000000b001"  # oid of the system-assigned identity
@@ -94,6 +109,11 @@ class IdentityStats:
     failures: int = 0  # injected 500s
     rejected: int = 0  # 400/401: bad header or parameters
     tokens: Counter[str] = field(default_factory=Counter)  # per resource
+    by_identity: dict[str, Counter[str]] = field(default_factory=dict)  # identity -> per resource
+
+    def count(self, resource: str, client_id: str | None) -> None:
+        self.tokens[resource] += 1
+        self.by_identity.setdefault(client_id or SYSTEM_IDENTITY, Counter())[resource] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +122,7 @@ class IdentityStats:
             "rejected": self.rejected,
             "tokens_issued": sum(self.tokens.values()),
             "tokens": dict(self.tokens),
+            "by_identity": {identity: dict(tokens) for identity, tokens in self.by_identity.items()},
         }
 
 
@@ -193,7 +214,7 @@ class IdentityEndpoint:
             )
         client_id = query.get("client_id") or None
         token, exp = self.issue_token(resource, client_id=client_id)
-        self.stats.tokens[resource] += 1
+        self.stats.count(resource, client_id)
         return web.json_response(
             {
                 "access_token": token,

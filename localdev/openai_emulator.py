@@ -73,7 +73,9 @@ repeats its faults. Kinds: "500", "503", "429" (with `retry-after-ms` =
 `fault_retry_after_ms`, default 1000, and no quota used), "timeout" (sleep
 `timeout_seconds`, default 30, then answer normally), "drop" (close the connection with
 no answer), "content_filter" (400, code content_filter, innererror
-ResponsibleAIPolicyViolation) and "context_length" (400 context_length_exceeded).
+ResponsibleAIPolicyViolation), "context_length" (400 context_length_exceeded) and
+"invalid_json" (200 with finish_reason "stop" but content that is not JSON, as a model
+ignoring its response_format would answer).
 
 Deterministic trigger: a last user message containing `[[fault:KIND]]` always gets that
 fault; `[[fault:KIND:N]]` gets it the first N times that exact message is seen, then a
@@ -127,7 +129,7 @@ DEFAULT_MAX_TOKENS = 1000
 DEFAULT_CONTEXT_WINDOW = 128_000
 WINDOW_SECONDS = 60.0
 UNLIMITED = 2_147_483_647
-FAULT_KINDS = ("500", "503", "429", "timeout", "drop", "content_filter", "context_length")
+FAULT_KINDS = ("500", "503", "429", "timeout", "drop", "content_filter", "context_length", "invalid_json")
 PROCESS_MARKER = "localdev.openai_emulator"
 _MARKER = re.compile(r"\[\[fault:([a-z0-9_]+)(?::(\d+))?\]\]")
 _TOKEN_CACHE_LIMIT = 10_000
@@ -803,13 +805,15 @@ class OpenAIEmulator:
         if fault == "timeout":
             await asyncio.sleep(self.config.timeout_seconds)
             return self._answer(chat)
+        if fault == "invalid_json":
+            return self._answer(chat, content='Sure! Here is the JSON: {"category": ')
         # "drop": abort the TCP connection, so the client sees a reset with no response.
         if request.transport is not None:
             request.transport.abort()
         return None
 
-    def _answer(self, chat: ChatRequest) -> web.Response:
-        content = render_answer(chat)
+    def _answer(self, chat: ChatRequest, content: str | None = None) -> web.Response:
+        content = render_answer(chat) if content is None else content
         completion = len(content) // 4 + 1
         finish = "stop"
         if chat.max_tokens is not None and completion > chat.max_tokens:

@@ -5,6 +5,22 @@ the app's containers and queues, writes `workdir/stack.json` (pids, ports, app s
 and returns a `Stack`. `Stack.app_settings()` is the environment the Function App needs
 to run against it; `Stack.load(path).stop()` stops a stack another process started
 (`rowsmith local up` starts one detached, `rowsmith local down` stops it).
+
+Two ways for the app to reach storage (`storage_auth`):
+
+- "key" (the default): Azurite over HTTP, and the app gets Azurite's development
+  connection string (`AzureWebJobsStorage`, with the published development account key).
+- "oauth": Azurite over HTTPS with `--oauth basic`, a certificate from a throwaway CA
+  generated in `workdir/tls`, and the app gets what it gets in Azure and nothing more:
+  `AzureWebJobsStorage__blobServiceUri`/`__queueServiceUri`/`__tableServiceUri`,
+  `AzureWebJobsStorage__credential=managedidentity` and the identity endpoint, so every
+  storage call carries a bearer token from the managed identity. To trust the CA without
+  any change in the app, the settings add `SSL_CERT_FILE` and `REQUESTS_CA_BUNDLE`
+  pointing at `workdir/tls/ca-bundle.pem` (the CA plus certifi's public roots), which
+  Python's ssl module (and so aiohttp, the SDKs' async transport) and requests read.
+  Creating the containers and queues still uses the development account over HTTPS:
+  Azurite keeps accepting shared keys in this mode, which is why the proof of keylessness
+  is that the app is given no key, not that Azurite refuses one.
 """
 
 from __future__ import annotations
@@ -40,6 +56,14 @@ STATE_FILE = "stack.json"
 STATE_VERSION = 1
 # Children are stopped in this order: the emulators first, storage last.
 STOP_ORDER = ("emulator", "identity", "azurite")
+# How the app authenticates to storage (see the module docstring).
+STORAGE_AUTH_KEY = "key"
+STORAGE_AUTH_OAUTH = "oauth"
+STORAGE_AUTH_MODES = (STORAGE_AUTH_KEY, STORAGE_AUTH_OAUTH)
+TLS_DIR = "tls"  # under the workdir: the OAuth mode's CA and Azurite's certificate
+CA_BUNDLE = "ca-bundle.pem"  # the CA plus public roots: what SSL_CERT_FILE points at
+# The Functions host's setting that makes an identity-based connection use the managed identity.
+MANAGED_IDENTITY_CREDENTIAL = "managedidentity"
 
 
 class StackAlreadyRunningError(RuntimeError):
@@ -115,6 +139,9 @@ class Stack:
     in_memory: bool = True
     deployments: list[str] = field(default_factory=lambda: list(openai_emulator.DEFAULT_DEPLOYMENTS))
     started_at: float = field(default_factory=time.time)
+    storage_auth: str = STORAGE_AUTH_KEY
+    # OAuth mode: the throwaway CA that signed Azurite's certificate (clients trust it).
+    ca_file: Path | None = None
     _stopped: bool = field(default=False, repr=False)
 
     # --- what callers use ---------------------------------------------------------------
@@ -136,16 +163,42 @@ class Stack:
         return self.identity_url + identity_endpoint.JWKS_PATH
 
     @property
+    def oauth(self) -> bool:
+        """Whether Azurite takes bearer tokens (HTTPS) and the app gets no key."""
+        return self.storage_auth == STORAGE_AUTH_OAUTH
+
+    @property
     def connection_string(self) -> str:
-        return self.settings[STORAGE_CONNECTION]
+        """Azurite's development account (shared key), for tools and tests.
+
+        In "key" mode it is the app's own `AzureWebJobsStorage`; in "oauth" mode the app
+        never gets it (its endpoints are HTTPS: trust `ca_file`, see `storage_client_options`).
+        """
+        conn = self.settings.get(STORAGE_CONNECTION)
+        if conn:
+            return conn
+        assert self.ports.blob and self.ports.queue
+        return azurite_mod.connection_string(self.ports.blob, self.ports.queue, self.ports.table, https=self.oauth)
+
+    @property
+    def identity_header(self) -> str:
+        return self.settings["IDENTITY_HEADER"]
 
     @property
     def blob_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.blob}/{azurite_mod.DEV_ACCOUNT_NAME}"
+        return _account_url(self.ports.blob, self.oauth)
 
     @property
     def queue_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.queue}/{azurite_mod.DEV_ACCOUNT_NAME}"
+        return _account_url(self.ports.queue, self.oauth)
+
+    @property
+    def table_url(self) -> str:
+        return _account_url(self.ports.table, self.oauth)
+
+    def storage_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an azure-core storage client of this stack (the CA to trust)."""
+        return azurite_mod.client_options(self.ca_file)
 
     @property
     def state_path(self) -> Path:
@@ -180,16 +233,19 @@ class Stack:
             "detached": self.detached,
             "in_memory": self.in_memory,
             "deployments": list(self.deployments),
+            "storage_auth": self.storage_auth,
+            "ca_file": str(self.ca_file) if self.ca_file else None,
             "ports": self.ports.as_dict(),
             "processes": {name: s.to_dict() for name, s in self.services.items()},
             "urls": {
                 "blob": self.blob_url,
                 "queue": self.queue_url,
+                "table": self.table_url,
                 "identity": self.identity_url,
                 "jwks": self.jwks_url,
                 "emulator": self.emulator_url,
             },
-            # rowsmith_cli.target reads app_settings.AzureWebJobsStorage from here.
+            # rowsmith_cli.target reads app_settings.AzureWebJobsStorage from here (key mode).
             "app_settings": self.app_settings(),
         }
 
@@ -206,6 +262,8 @@ class Stack:
             in_memory=bool(data.get("in_memory", True)),
             deployments=list(data.get("deployments", openai_emulator.DEFAULT_DEPLOYMENTS)),
             started_at=float(data.get("started_at", 0.0)),
+            storage_auth=_checked_storage_auth(str(data.get("storage_auth", STORAGE_AUTH_KEY))),
+            ca_file=Path(data["ca_file"]) if data.get("ca_file") else None,
         )
 
     def save(self, path: Path | None = None) -> Path:
@@ -259,13 +317,18 @@ def start_stack(
     seed: int | None = None,
     debug: bool = False,
     timeout: float = 60.0,
+    storage_auth: str = STORAGE_AUTH_KEY,
 ) -> Stack:
     """Start Azurite, the identity endpoint and the emulator; return once all answer.
 
     `detached`: the children get their own session and survive this process (for
     `rowsmith local up`); stop them later with `Stack.load(workdir / "stack.json").stop()`.
     `in_memory=False` keeps Azurite's data in `workdir/azurite-data` across restarts.
+    `storage_auth="oauth"`: Azurite over HTTPS taking bearer tokens, and app settings with
+    no key (see the module docstring); "key" (the default) gives the app Azurite's
+    development connection string.
     """
+    storage_auth = _checked_storage_auth(storage_auth)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     existing = running_stack(workdir)
@@ -286,18 +349,27 @@ def start_stack(
     config.validate()
     picked = StackPorts.of(ports).filled()
     header = secrets.token_urlsafe(32)
+    oauth: azurite_mod.OAuthOptions | None = None
+    ca_bundle: Path | None = None
+    if storage_auth == STORAGE_AUTH_OAUTH:
+        # A fresh throwaway CA per start; its private key is never written.
+        oauth = azurite_mod.OAuthOptions.generate(workdir / TLS_DIR)
+        assert oauth.ca is not None
+        ca_bundle = write_ca_bundle(oauth.ca, workdir / TLS_DIR / CA_BUNDLE)
     services: dict[str, Service] = {}
     try:
         # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
         services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
         services["azurite"] = _start_azurite(
-            workdir, picked, in_memory=in_memory, debug=debug, detached=detached, timeout=timeout
+            workdir, picked, in_memory=in_memory, debug=debug, detached=detached, timeout=timeout, oauth=oauth
         )
         for name in ("identity", "emulator"):
             _wait_ready(services[name], getattr(picked, name), timeout)
-        conn = azurite_mod.connection_string(picked.blob, picked.queue, picked.table)
-        azurite_mod.ensure_resources(conn, ALL_CONTAINERS, ALL_QUEUES)
+        # Set-up with the development account (over HTTPS in OAuth mode: Azurite still takes
+        # shared keys there). The app itself never gets this string in OAuth mode.
+        conn = azurite_mod.connection_string(picked.blob, picked.queue, picked.table, https=oauth is not None)
+        azurite_mod.ensure_resources(conn, ALL_CONTAINERS, ALL_QUEUES, ca_file=oauth.ca if oauth is not None else None)
     except BaseException:
         for name in STOP_ORDER:
             if name in services:
@@ -306,25 +378,87 @@ def start_stack(
     stack = Stack(
         workdir=workdir,
         ports=picked,
-        settings=_app_settings(conn, picked, header, config.deployments[0]),
+        settings=stack_app_settings(
+            picked, header, config.deployments[0], storage_auth=storage_auth, ca_bundle=ca_bundle
+        ),
         services=services,
         detached=detached,
         in_memory=in_memory,
         deployments=config.deployments,
+        storage_auth=storage_auth,
+        ca_file=oauth.ca if oauth is not None else None,
     )
     stack.save()
     return stack
 
 
-def _app_settings(conn: str, ports: StackPorts, header: str, deployment: str) -> dict[str, str]:
+def stack_app_settings(
+    ports: StackPorts,
+    header: str,
+    deployment: str,
+    *,
+    storage_auth: str = STORAGE_AUTH_KEY,
+    ca_bundle: Path | None = None,
+) -> dict[str, str]:
+    """The Function App's settings for a stack on these ports (what `Stack.app_settings()` returns).
+
+    "key": Azurite's development connection string. "oauth": the identity-based connection
+    exactly as the Bicep sets it in Azure (service URIs + `__credential=managedidentity`), no
+    key and no connection string, plus the CA bundle the app's TLS must trust (`ca_bundle`).
+    """
+    storage_auth = _checked_storage_auth(storage_auth)
+    assert ports.blob and ports.queue and ports.table and ports.identity and ports.emulator
+    storage: dict[str, str]
+    if storage_auth == STORAGE_AUTH_OAUTH:
+        if ca_bundle is None:
+            raise ValueError("OAuth mode needs the CA bundle that Azurite's certificate chains to")
+        storage = {
+            f"{STORAGE_CONNECTION}__blobServiceUri": _account_url(ports.blob, True),
+            f"{STORAGE_CONNECTION}__queueServiceUri": _account_url(ports.queue, True),
+            f"{STORAGE_CONNECTION}__tableServiceUri": _account_url(ports.table, True),
+            f"{STORAGE_CONNECTION}__credential": MANAGED_IDENTITY_CREDENTIAL,
+            # Read by OpenSSL through Python's ssl module (aiohttp, httpx) and by requests: the
+            # app trusts the local CA with no code of its own.
+            "SSL_CERT_FILE": str(ca_bundle),
+            "REQUESTS_CA_BUNDLE": str(ca_bundle),
+        }
+    else:
+        storage = {STORAGE_CONNECTION: azurite_mod.connection_string(ports.blob, ports.queue, ports.table)}
     return {
-        STORAGE_CONNECTION: conn,
+        **storage,
         **identity_endpoint.endpoint_settings(f"http://{LOOPBACK}:{ports.identity}", header),
         "AZURE_OPENAI_ENDPOINT": f"http://{LOOPBACK}:{ports.emulator}",
         "AZURE_OPENAI_DEPLOYMENT": deployment,
         "AZURE_OPENAI_API_VERSION": DEFAULT_API_VERSION,
         "FUNCTIONS_WORKER_RUNTIME": "python",
     }
+
+
+def write_ca_bundle(ca_file: Path, path: Path) -> Path:
+    """`ca_file` followed by certifi's public roots (if installed), for SSL_CERT_FILE.
+
+    SSL_CERT_FILE replaces the default CA file, so the bundle keeps the usual public roots:
+    the local CA is added trust, and nothing else the process does over TLS breaks.
+    """
+    parts = [ca_file.read_text()]
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with requests, an azure-core dependency
+        pass
+    else:
+        parts.append(Path(certifi.where()).read_text())
+    path.write_text("\n".join(p.rstrip("\n") for p in parts) + "\n")
+    return path
+
+
+def _account_url(port: int | None, https: bool) -> str:
+    return f"{'https' if https else 'http'}://{LOOPBACK}:{port}/{azurite_mod.DEV_ACCOUNT_NAME}"
+
+
+def _checked_storage_auth(value: str) -> str:
+    if value not in STORAGE_AUTH_MODES:
+        raise ValueError(f"storage_auth must be one of {', '.join(STORAGE_AUTH_MODES)}, not {value!r}")
+    return value
 
 
 def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -362,7 +496,14 @@ def _spawn_emulator(
 
 
 def _start_azurite(
-    workdir: Path, ports: StackPorts, *, in_memory: bool, debug: bool, detached: bool, timeout: float
+    workdir: Path,
+    ports: StackPorts,
+    *,
+    in_memory: bool,
+    debug: bool,
+    detached: bool,
+    timeout: float,
+    oauth: azurite_mod.OAuthOptions | None = None,
 ) -> Service:
     instance = azurite_mod.start_azurite(
         workdir,
@@ -373,6 +514,7 @@ def _start_azurite(
         debug=debug,
         detached=detached,
         timeout=timeout,
+        oauth=oauth,
     )
     assert instance.log_path is not None
     return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)
@@ -395,7 +537,7 @@ def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
 
 
 def write_local_settings(path: Path, settings: Mapping[str, str]) -> Path:
-    """Write a local.settings.json for `func start` (it is git-ignored: it holds Azurite's key)."""
+    """Write a local.settings.json for `func start` (git-ignored: in "key" mode it holds Azurite's key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"IsEncrypted": False, "Values": dict(settings)}
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -1,20 +1,32 @@
-"""Names of the columns Rowsmith adds to the results, never clashing with input columns."""
+"""Names of the columns Rowsmith adds to the results, never clashing with input columns.
+
+The results CSV keeps the input header exactly as written (duplicate and blank names
+included: its columns are positional), then adds the answer column(s), `status` and
+`error`. An added name never equals an input name, even ignoring case and surrounding
+spaces (spreadsheets and databases often compare names that way): on a clash it becomes
+`rowsmith_<name>`. The JSON lines output needs unique keys, so there the input columns
+are keyed by `unique_header`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 STATUS = "status"
 ERROR = "error"
 
 
+def _loose(name: str) -> str:
+    return name.strip().casefold()
+
+
 def added_columns(header: Sequence[str], fields: Sequence[str]) -> list[str]:
     """The answer field(s), then status and error; renamed `rowsmith_<name>` on a clash."""
-    taken = set(header)
+    taken = {_loose(h) for h in header}
     names: list[str] = []
     for wanted in [*fields, STATUS, ERROR]:
-        name = wanted if wanted not in taken else _free(f"rowsmith_{wanted}", taken)
-        taken.add(name)
+        name = wanted if _loose(wanted) not in taken else _free(f"rowsmith_{wanted}", taken, _loose)
+        taken.add(_loose(name))
         names.append(name)
     return names
 
@@ -30,10 +42,10 @@ def unique_header(header: Sequence[str]) -> list[str]:
     return out
 
 
-def _free(base: str, taken: set[str]) -> str:
-    """`base`, or `base_2`, `base_3`... whichever is not taken yet."""
+def _free(base: str, taken: set[str], key: Callable[[str], str] = str) -> str:
+    """`base`, or `base_2`, `base_3`... whichever is not taken yet (compared as `key` says)."""
     name, n = base, 2
-    while name in taken:
+    while key(name) in taken:
         name = f"{base}_{n}"
         n += 1
     return name

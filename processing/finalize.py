@@ -5,6 +5,10 @@ blobs only grow), marks rows seen in a bitmap and keeps counts; the progress is 
 written with an ETag condition, so a duplicate finalize chain loses the race and stops.
 When all rows are seen the outputs are written shard by shard, in row order, keeping the
 first record of each row, so memory is bounded by one shard, not by the file.
+
+A job that stops making progress (no new record for ROWSMITH_STALL_TIMEOUT_SECONDS) is
+completed anyway: its rows without a record are written as errors with code "missing" and
+the manifest's `incomplete` says how many and why, so a job always ends.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import csv
 import io
 import json
 import logging
+import time
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,8 +29,11 @@ from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient
 
 from processing import jobs, results
+from processing.cells import safe_row
 from processing.clients import Clients
 from processing.columns import unique_header
+from processing.csvstream import CsvStream, ParsedRow
+from processing.errors import JobInputError
 from processing.failures import fail_job, read_fatal
 from processing.jobs import Manifest, State
 from processing.messages import FinalizeMessage
@@ -38,12 +47,13 @@ BLOCK_BYTES = 4 * 1024 * 1024
 
 @dataclass
 class Progress:
-    offsets: list[int] = field(default_factory=list)  # bytes of each shard already read
+    offsets: list[list[int]] = field(default_factory=list)  # bytes read of each shard's segments
     seen: int = 0
     ok: int = 0
     error: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    changed_at: float = 0.0  # wall time of the last new record (or of the first check)
     bitmap: bytearray = field(default_factory=bytearray, repr=False)
     etag: str | None = field(default=None, repr=False)
 
@@ -90,7 +100,7 @@ async def _load_progress(clients: Clients, manifest: Manifest) -> Progress:
     except ResourceNotFoundError:
         progress = Progress()
     progress.bitmap.extend(b"\x00" * max(0, total // 8 + 1 - len(progress.bitmap)))
-    progress.offsets.extend([0] * max(0, manifest.shards - len(progress.offsets)))
+    progress.offsets.extend([0] for _ in range(max(0, manifest.shards - len(progress.offsets))))
     return progress
 
 
@@ -116,27 +126,48 @@ async def _scan(clients: Clients, manifest: Manifest, progress: Progress) -> Non
         first = shard * manifest.shard_rows
         if progress.all_seen(first, min(total, first + manifest.shard_rows)):
             continue  # complete: later appends can only be duplicates, so spare the request
-        blob = clients.jobs.get_blob_client(jobs.shard_blob(manifest.job, shard))
-        try:
-            size = (await blob.get_blob_properties()).size
-        except ResourceNotFoundError:
-            continue
-        start = progress.offsets[shard]
-        if size <= start:
-            continue
-        data = await (await blob.download_blob(offset=start, length=size - start)).readall()
-        # Appends are whole lines; stop at the last newline in case a block landed mid-read.
-        end = data.rfind(b"\n") + 1
-        for record in results.parse_lines(data[:end]):
-            if 0 <= record.index < total and progress.mark(record.index):
-                progress.seen += 1
-                if record.status == results.OK:
-                    progress.ok += 1
-                    progress.prompt_tokens += record.usage[0]
-                    progress.completion_tokens += record.usage[1]
-                else:
-                    progress.error += 1
-        progress.offsets[shard] = start + end
+        offsets = progress.offsets[shard]
+        segment = 0
+        while True:
+            blob = clients.jobs.get_blob_client(jobs.shard_blob(manifest.job, shard, segment))
+            try:
+                props = await blob.get_blob_properties()
+            except ResourceNotFoundError:
+                break
+            if len(offsets) <= segment:
+                offsets.append(0)
+            start = offsets[segment]
+            if props.size > start:
+                data = await (await blob.download_blob(offset=start, length=props.size - start)).readall()
+                # Appends are whole lines; stop at the last newline in case a block landed mid-read.
+                end = data.rfind(b"\n") + 1
+                _count(progress, results.parse_lines(data[:end]), total)
+                offsets[segment] = start + end
+            # Appenders move to the next segment only once this one is this full (results.append).
+            if (props.append_blob_committed_block_count or 0) < manifest.shard_max_blocks:
+                break
+            segment += 1
+
+
+def _count(progress: Progress, records: Iterable[Record], total: int) -> None:
+    for record in records:
+        if 0 <= record.index < total and progress.mark(record.index):
+            progress.seen += 1
+            if record.status == results.OK:
+                progress.ok += 1
+                progress.prompt_tokens += record.usage[0]
+                progress.completion_tokens += record.usage[1]
+            else:
+                progress.error += 1
+
+
+# Line separators that str.splitlines() and JavaScript treat as line ends: escaped, so one
+# record is one line for every reader (json.dumps keeps them raw with ensure_ascii=False).
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def _json_line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False).translate(_LINE_BREAKS).encode() + b"\n"
 
 
 def _cell_text(value: Any) -> str:
@@ -197,7 +228,85 @@ async def _superseded(clients: Clients, manifest: Manifest) -> bool:
     return jobs.normalise_etag(props.etag) != manifest.source_etag
 
 
+class _SourceRows:
+    """The input file's rows, read in step with the output (row order), for rows without a record.
+
+    Only a job completed by the stall deadline needs them; if the input was deleted or replaced
+    meanwhile, those rows keep empty cells and their error still names the row.
+    """
+
+    def __init__(self, clients: Clients, manifest: Manifest) -> None:
+        self.clients = clients
+        self.manifest = manifest
+        self._stream: CsvStream | None = None
+        self._rows: AsyncGenerator[ParsedRow, None] | None = None
+        self._current: ParsedRow | None = None
+
+    async def open(self) -> None:
+        m = self.manifest
+        blob = self.clients.blobs.get_blob_client(m.source_container, m.source_blob)
+        try:
+            download = await blob.download_blob(etag=m.source_etag, match_condition=MatchConditions.IfNotModified)
+            stream = CsvStream(
+                download.chunks(),
+                name=f"{m.source_container}/{m.source_blob}",
+                delimiter=m.delimiter,
+                encoding=Pipeline.from_dict(m.pipeline).encoding,
+                max_row_bytes=self.clients.settings.max_row_bytes,
+            )
+            await stream.__aenter__()
+        except (ResourceNotFoundError, ResourceModifiedError, JobInputError) as exc:
+            log.warning("job %s: cannot re-read the input for its missing rows: %s", m.job, exc)
+            return
+        self._stream = stream
+        self._rows = self._iterate(stream)
+
+    @staticmethod
+    async def _iterate(stream: CsvStream) -> AsyncGenerator[ParsedRow, None]:
+        async for batch in stream.batches():
+            for row in batch:
+                yield row
+
+    async def cells(self, index: int) -> list[str]:
+        while self._rows is not None and (self._current is None or self._current.index < index):
+            try:
+                self._current = await anext(self._rows)
+            except StopAsyncIteration:
+                self._rows = None
+            except (ResourceModifiedError, JobInputError) as exc:
+                log.warning("job %s: re-reading the input stopped: %s", self.manifest.job, exc)
+                self._rows = None
+        if self._current is not None and self._current.index == index:
+            return list(self._current.cells)
+        return []
+
+    async def close(self) -> None:
+        if self._rows is not None:
+            await self._rows.aclose()
+        if self._stream is not None:
+            await self._stream.__aexit__(None, None, None)
+
+
+async def _shard_segments(clients: Clients, manifest: Manifest, shard: int) -> AsyncIterator[bytes]:
+    """Every segment of a shard, in order (a missing shard has none)."""
+    segment = 0
+    while True:
+        try:
+            stream = await clients.jobs.download_blob(jobs.shard_blob(manifest.job, shard, segment))
+            yield await stream.readall()
+        except ResourceNotFoundError:
+            return
+        segment += 1
+
+
+def _missing_text(manifest: Manifest) -> str:
+    if manifest.incomplete:
+        return f"no result was recorded: {manifest.incomplete['reason']}"
+    return "no result was recorded"
+
+
 async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
+    missing = _missing_text(manifest)
     manifest.superseded = await _superseded(clients, manifest)
     base = f"{manifest.output_prefix}.{manifest.job}" if manifest.superseded else manifest.output_prefix
     csv_name = f"{base}.results.csv"
@@ -209,41 +318,44 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
     keys = unique_header(manifest.header)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow([*manifest.header, *manifest.output_columns])
+    writer.writerow(safe_row([*manifest.header, *manifest.output_columns], manifest.pipeline))
     total = manifest.total_rows or 0
-    for shard in range(manifest.shards):
-        first: dict[int, Record] = {}
-        try:
-            stream = await clients.jobs.download_blob(jobs.shard_blob(manifest.job, shard))
-            data = await stream.readall()
-        except ResourceNotFoundError:
-            data = b""
-        for record in results.parse_lines(data):
-            first.setdefault(record.index, record)
-        start = shard * manifest.shard_rows
-        for index in range(start, min(total, start + manifest.shard_rows)):
-            record = first.get(index)
-            if record is None:
-                record = Record(index, results.ERROR, [], error="no result was recorded", code="missing")
-            cells, added = _row_out(width, fields, record)
-            writer.writerow(cells + added)
-            line: dict[str, Any] = {
-                "row": index + 1,
-                "input": dict(zip(keys, cells, strict=True)),
-                "status": record.status,
-            }
-            if record.status == results.OK:
-                line["answer"] = record.answer
-                line["usage"] = {"prompt_tokens": record.usage[0], "completion_tokens": record.usage[1]}
-            else:
-                line["error"] = record.error
-                line["code"] = record.code
-            await jsonl_out.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
-            if text.tell() >= BLOCK_BYTES:
-                await csv_out.write(text.getvalue().encode())
-                text.seek(0)
-                text.truncate()
-        del first
+    # Rows that never got a record (a stalled job) take their cells from the input file itself.
+    source = _SourceRows(clients, manifest)
+    if manifest.incomplete:
+        await source.open()
+    try:
+        for shard in range(manifest.shards):
+            first: dict[int, Record] = {}
+            async for data in _shard_segments(clients, manifest, shard):
+                for record in results.parse_lines(data):
+                    first.setdefault(record.index, record)
+            start = shard * manifest.shard_rows
+            for index in range(start, min(total, start + manifest.shard_rows)):
+                record = first.get(index)
+                if record is None:
+                    record = Record(index, results.ERROR, await source.cells(index), error=missing, code="missing")
+                cells, added = _row_out(width, fields, record)
+                writer.writerow(safe_row(cells + added, manifest.pipeline))
+                line: dict[str, Any] = {
+                    "row": index + 1,
+                    "input": dict(zip(keys, cells, strict=True)),
+                    "status": record.status,
+                }
+                if record.status == results.OK:
+                    line["answer"] = record.answer
+                    line["usage"] = {"prompt_tokens": record.usage[0], "completion_tokens": record.usage[1]}
+                else:
+                    line["error"] = record.error
+                    line["code"] = record.code
+                await jsonl_out.write(_json_line(line))
+                if text.tell() >= BLOCK_BYTES:
+                    await csv_out.write(text.getvalue().encode())
+                    text.seek(0)
+                    text.truncate()
+            del first
+    finally:
+        await source.close()
     await csv_out.write(text.getvalue().encode())
     await csv_out.commit()
     await jsonl_out.commit()
@@ -266,12 +378,26 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     progress = await _load_progress(clients, manifest)
     before = progress.seen
     await _scan(clients, manifest, progress)
+    now = time.time()
+    if progress.seen > before or not progress.changed_at:
+        progress.changed_at = now
     if not await _save_progress(clients, manifest, progress):
         log.info("job %s: another finalize holds the progress; this chain stops", manifest.job)
         return
     manifest.counts = {"ok": progress.ok, "error": progress.error}
     manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
-    if progress.seen >= (manifest.total_rows or 0):
+    total = manifest.total_rows or 0
+    stall = clients.settings.stall_timeout_seconds
+    if progress.seen < total and now - progress.changed_at >= stall:
+        missing = total - progress.seen
+        manifest.incomplete = {
+            "missing": missing,
+            "reason": f"the job made no progress for {stall:g} s (ROWSMITH_STALL_TIMEOUT_SECONDS), so it was "
+            f"completed with {missing} row(s) missing; re-run them by uploading those rows again",
+        }
+        manifest.counts["missing"] = missing
+        log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
+    if progress.seen >= total or manifest.incomplete:
         manifest.results = await _write_outputs(clients, manifest)
         manifest.state = State.DONE
         manifest.stamp("finished")

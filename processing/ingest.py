@@ -4,11 +4,17 @@ The blob is streamed (never read whole) and parsed in a worker thread; rows are 
 into messages of `rows_per_message` (never across a shard boundary) and sent
 concurrently. Every `ingest_checkpoint_rows` rows the manifest records how far ingest
 got, so a redelivered event after a crash resumes there instead of starting over.
+
+A file too large to read within one invocation (functionTimeout is 10 minutes) is read in
+passes: once `ingest_budget_seconds` have passed, ingest checkpoints, puts the same event
+back on the uploads queue and returns; the next pass resumes at the checkpoint with a fresh
+dequeue count, so a ten-million-row file never looks like a failing message.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -23,7 +29,7 @@ from processing.failures import fail_job
 from processing.hostconfig import max_dequeue_count
 from processing.jobs import Manifest, State
 from processing.messages import INLINE_LIMIT, BlobCreated, FinalizeMessage, Row, RowsMessage
-from processing.names import INPUT_CONTAINER
+from processing.names import INPUT_CONTAINER, UPLOADS_QUEUE
 from processing.pipelines import Pipeline, load_pipeline, route
 from processing.results import Record
 
@@ -56,6 +62,7 @@ async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
             pipeline_name=pipeline_name,
             output_prefix=_output_prefix(pipeline_name, rest),
             shard_rows=clients.settings.shard_rows,
+            shard_max_blocks=clients.settings.shard_max_blocks,
         )
         if not await jobs.create(clients.jobs, manifest):
             manifest = await jobs.load(clients.jobs, job)  # a concurrent duplicate created it first
@@ -76,7 +83,10 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
         return job
     try:
         pipeline = load_pipeline(pipeline_name, clients.settings.pipelines_dir)
-        await _ingest(clients, manifest, pipeline, event)
+        if not await _ingest(clients, manifest, pipeline, event):
+            # Out of time for this invocation: the same event, sent again, resumes the job.
+            await clients.queue(UPLOADS_QUEUE).send_message(body if isinstance(body, str) else body.decode())
+            log.info("job %s: %d rows ingested; continuing in a new invocation", job, manifest.ingested_rows)
     except (ConfigurationError, JobInputError) as exc:
         await fail_job(clients, manifest, exc)
     except jobs.ManifestConflict:
@@ -119,6 +129,10 @@ def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
         )
 
 
+# Row-error records held before they are appended early (they are otherwise written at checkpoints).
+BAD_CHARS = 4 * 1024 * 1024
+
+
 class _Batcher:
     """Groups consecutive rows into messages, splitting at shard boundaries and size limits."""
 
@@ -130,29 +144,45 @@ class _Batcher:
         self.enqueuer = Enqueuer(clients.rows_queue, clients.settings.ingest_concurrency)
         self.pending: list[Row] = []
         self.bad: dict[int, list[Record]] = {}
+        self.bad_chars = 0  # characters held in `bad`
         self.max_row_bytes = clients.settings.max_row_bytes
 
     def shard(self, index: int) -> int:
         return index // self.manifest.shard_rows
 
-    async def add(self, parsed: ParsedRow, width: int) -> None:
-        error = ""
+    def _row_error(self, parsed: ParsedRow, width: int) -> tuple[str, str]:
+        """(message, code) if the row cannot be sent to the model, else ("", "")."""
+        where = f"row {parsed.index + 1} ({parsed.lines})"
+        count = ""
         if len(parsed.cells) != width:
-            error = (
-                f"row {parsed.index + 1} (line {parsed.line}) has {len(parsed.cells)} field(s) but the header "
-                f"has {width}; check for an unquoted delimiter or a missing quote"
-            )
-        else:
-            size = sum(len(c) for c in parsed.cells)
-            if size > self.max_row_bytes:
-                error = (
-                    f"row {parsed.index + 1} (line {parsed.line}) is {size} characters, over the "
-                    f"{self.max_row_bytes} limit (ROWSMITH_MAX_ROW_BYTES)"
-                )
+            count = f"has {len(parsed.cells)} field(s) but the header has {width}"
+        if not parsed.sizes:  # CsvStream sets sizes only for a row over max_row_bytes
+            if count:
+                return f"{where} {count}; check for an unquoted delimiter or a missing quote", "bad_row"
+            return "", ""
+        big = max(range(len(parsed.sizes)), key=parsed.sizes.__getitem__)
+        header = self.manifest.header
+        column = f"column {big + 1}" + (f" ({header[big]!r})" if big < len(header) else "")
+        error = (
+            f"{where} is {sum(parsed.sizes):,} bytes, over the {self.max_row_bytes:,}-byte limit "
+            f"(ROWSMITH_MAX_ROW_BYTES); its largest field is {column} with {parsed.sizes[big]:,} bytes. "
+            "It was not sent to the model, and its long cells are cut short (ending in …) in the results"
+        )
+        if count:
+            error += f"; it also {count}"
+        if parsed.line - (parsed.first_line or parsed.line) >= 10:
+            error += f"; it spans {parsed.lines}: if it should not, look for an unbalanced quote"
+        return error, "row_too_large"
+
+    async def add(self, parsed: ParsedRow, width: int) -> None:
+        error, code = self._row_error(parsed, width)
         if error:
-            rec = Record(parsed.index, results.ERROR, parsed.cells, error=error, code="bad_row")
+            rec = Record(parsed.index, results.ERROR, parsed.cells, error=error, code=code)
             self.bad.setdefault(self.shard(parsed.index), []).append(rec)
+            self.bad_chars += sum(map(len, parsed.cells))
             await self.flush()  # keep rows contiguous in messages
+            if self.bad_chars >= BAD_CHARS:
+                await self._append_bad()  # a file of many bad rows must not fill memory before a checkpoint
             return
         if self.pending and (
             len(self.pending) >= self.per_message
@@ -183,14 +213,20 @@ class _Batcher:
 
     async def checkpoint(self) -> None:
         await self.flush()
-        for shard, records in self.bad.items():
-            await results.append(self.clients.jobs, self.job, shard, records)
-        self.bad.clear()
+        await self._append_bad()
         await self.enqueuer.drain()
 
+    async def _append_bad(self) -> None:
+        for shard, records in self.bad.items():
+            await results.append(self.clients.jobs, self.job, shard, records, max_blocks=self.manifest.shard_max_blocks)
+        self.bad.clear()
+        self.bad_chars = 0
 
-async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> None:
+
+async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> bool:
+    """Read (the rest of) the file; False if the time budget ran out first (resume later)."""
     settings = clients.settings
+    deadline = time.monotonic() + settings.ingest_budget_seconds
     name = f"{event.container}/{event.blob}"
     # Every chunk of the download is pinned to the event's ETag: a file uploaded again while we
     # read it raises ResourceModifiedError rather than mixing two versions.
@@ -201,10 +237,10 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
         )
     except ResourceModifiedError:
         await fail_job(clients, manifest, replaced, report=False)
-        return
+        return True
     except ResourceNotFoundError:
         await fail_job(clients, manifest, JobInputError(f"{name} was deleted before it could be read"), report=False)
-        return
+        return True
 
     resume_from = manifest.ingested_rows
     if resume_from:
@@ -213,14 +249,19 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
         download.chunks(),
         name=name,
         delimiter=pipeline.delimiter,
-        field_limit=settings.max_row_bytes + 1,
+        encoding=pipeline.encoding,
+        max_row_bytes=settings.max_row_bytes,
         skip_rows=resume_from,
     )
     try:
-        total = await _stream_rows(clients, manifest, pipeline, stream, name=name, resume_from=resume_from)
+        total = await _stream_rows(
+            clients, manifest, pipeline, stream, name=name, resume_from=resume_from, deadline=deadline
+        )
     except ResourceModifiedError:
         await fail_job(clients, manifest, replaced, report=False)
-        return
+        return True
+    if total is None:
+        return False
 
     # Finalize is enqueued before the state changes: if we crash in between, the
     # redelivered event resumes, enqueues it again, and the duplicate chain stops itself.
@@ -232,12 +273,21 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
     manifest.stamp("ingested")
     await jobs.save(clients.jobs, manifest)
     log.info("job %s: %d rows enqueued from %s", manifest.job, total, name)
+    return True
 
 
 async def _stream_rows(
-    clients: Clients, manifest: Manifest, pipeline: Pipeline, stream: CsvStream, *, name: str, resume_from: int
-) -> int:
-    """Parse the file and enqueue its rows, checkpointing; returns the number of data rows."""
+    clients: Clients,
+    manifest: Manifest,
+    pipeline: Pipeline,
+    stream: CsvStream,
+    *,
+    name: str,
+    resume_from: int,
+    deadline: float,
+) -> int | None:
+    """Parse the file and enqueue its rows, checkpointing; the number of data rows, or None
+    if the deadline passed first (everything up to `manifest.ingested_rows` is enqueued)."""
     settings = clients.settings
     async with stream:
         header = stream.header
@@ -247,7 +297,8 @@ async def _stream_rows(
             manifest.delimiter = stream.delimiter
             manifest.pipeline = pipeline.to_dict()
             manifest.output_columns = added_columns(header, pipeline.output.fields)
-            await jobs.save(clients.jobs, manifest)
+        manifest.ingest_passes += 1
+        await jobs.save(clients.jobs, manifest)
         batcher = _Batcher(manifest.job, manifest, pipeline, clients)
         next_checkpoint = resume_from + settings.ingest_checkpoint_rows
         async for batch in stream.batches():
@@ -258,5 +309,7 @@ async def _stream_rows(
                     manifest.ingested_rows = parsed.index + 1
                     await jobs.save(clients.jobs, manifest)
                     next_checkpoint = manifest.ingested_rows + settings.ingest_checkpoint_rows
+                    if time.monotonic() >= deadline:
+                        return None
         await batcher.checkpoint()
     return stream.total_rows

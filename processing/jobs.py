@@ -50,7 +50,10 @@ def manifest_blob(job: str) -> str:
     return f"{job}/manifest.json"
 
 
-def shard_blob(job: str, shard: int) -> str:
+def shard_blob(job: str, shard: int, segment: int = 0) -> str:
+    """A shard's results; a full shard continues in segments 1, 2, ... (see results.append)."""
+    if segment:
+        return f"{job}/shards/{shard:05d}.{segment:03d}.jsonl"
     return f"{job}/shards/{shard:05d}.jsonl"
 
 
@@ -77,6 +80,7 @@ class Manifest:
     output_columns: list[str] = field(default_factory=list)  # answer columns after clash renaming
     delimiter: str = ","
     shard_rows: int = 10_000
+    shard_max_blocks: int = 45_000  # a shard segment this full continues in the next one
     total_rows: int | None = None
     ingested_rows: int = 0  # resume point: rows before it are enqueued (or recorded)
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
@@ -87,6 +91,10 @@ class Manifest:
     # A newer upload replaced the source before this job finished: its results carry the job
     # id in their name, so they never overwrite the newer upload's results.
     superseded: bool = False
+    # Set when finalize completed a job that stopped making progress: rows without a result
+    # are in the output as errors with code "missing", and this says how many and why.
+    incomplete: dict[str, Any] | None = None
+    ingest_passes: int = 0  # ingest invocations that read the file (more than 1: resumed)
     version: int = MANIFEST_VERSION
     etag: str | None = field(default=None, compare=False, repr=False)
 

@@ -19,9 +19,13 @@ from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
 from processing.errors import ConfigurationError, RowError, Throttled, TransientError
-from processing.pipelines import Pipeline
+from processing.limiter import RateLimiter, estimate_tokens
+from processing.pipelines import Pipeline, PipelineError
 
 DEFAULT_RETRY_AFTER = 5.0
+# A JSON-schema answer that does not parse is asked for again this many times in all, then
+# becomes a row error: a model that keeps answering badly must not loop through the queue.
+JSON_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -76,22 +80,53 @@ async def complete(
     *,
     using_key: bool = False,
     retries: int = 0,
+    limiter: RateLimiter | None = None,
 ) -> Answer:
-    """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call."""
-    for attempt in range(retries + 1):
+    """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call.
+
+    Every attempt first takes its turn from `limiter` (which may raise Throttled instead of
+    waiting long); a 429 slows the limiter down and is raised as Throttled, never slept on.
+    """
+    messages = build_messages(pipeline, user)
+    cost = estimate_tokens(messages, pipeline.max_tokens)
+    failures = 0
+    bad_json = 0
+    while True:
+        if limiter:
+            await limiter.acquire(cost)
         try:
-            return await _complete_once(client, pipeline, deployment, user, using_key=using_key)
+            answer, headers = await _complete_once(client, pipeline, deployment, messages, using_key=using_key)
+        except Throttled as exc:
+            if limiter:
+                limiter.on_throttled(exc.retry_after)
+            raise
         except TransientError:
-            if attempt == retries:
+            if failures == retries:
                 raise
             # Short, jittered backoff: longer outages are the queue's job (visibilityTimeout).
-            await asyncio.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
-    raise AssertionError("unreachable")
+            await asyncio.sleep(min(8.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0))
+            failures += 1
+            continue
+        except RowError as exc:
+            if exc.code != "invalid_json":
+                raise  # content filter, context length, ...: asking again cannot help
+            bad_json += 1
+            if bad_json >= JSON_TRIES:
+                raise RowError(f"{exc} (asked {bad_json} times)", code=exc.code) from None
+            continue
+        if limiter:
+            limiter.on_answer(headers, cost)
+        return answer
 
 
 async def _complete_once(
-    client: AsyncAzureOpenAI, pipeline: Pipeline, deployment: str, user: str, *, using_key: bool
-) -> Answer:
+    client: AsyncAzureOpenAI,
+    pipeline: Pipeline,
+    deployment: str,
+    messages: list[dict[str, str]],
+    *,
+    using_key: bool,
+) -> tuple[Answer, Any]:
     kwargs: dict[str, Any] = {}
     if pipeline.output.kind == "json":
         kwargs["response_format"] = {
@@ -99,13 +134,15 @@ async def _complete_once(
             "json_schema": {"name": "row", "schema": pipeline.output.schema, "strict": True},
         }
     try:
-        response = await client.chat.completions.create(
+        # The raw response carries x-ratelimit-remaining-*, which the limiter reads.
+        raw = await client.chat.completions.with_raw_response.create(
             model=deployment,
-            messages=build_messages(pipeline, user),  # type: ignore[arg-type]
+            messages=messages,  # type: ignore[arg-type]
             temperature=pipeline.temperature,
             max_tokens=pipeline.max_tokens,
             **kwargs,
         )
+        response = raw.parse()
     except openai.RateLimitError as exc:
         raise Throttled(retry_after(exc.response.headers), f"429 from Azure OpenAI: {_server_message(exc)}") from None
     except openai.BadRequestError as exc:
@@ -136,9 +173,12 @@ async def _complete_once(
             "assignment and the account's network rules"
         ) from None
     except openai.NotFoundError as exc:
-        raise ConfigurationError(
-            f"Azure OpenAI has no deployment {deployment!r} (404 {_error_code(exc)}): {_server_message(exc)}. "
-            "Set the pipeline's `deployment` or AZURE_OPENAI_DEPLOYMENT to an existing deployment"
+        where = f"pipelines/{pipeline.name}.toml (deployment)" if pipeline.deployment else "AZURE_OPENAI_DEPLOYMENT"
+        raise PipelineError(
+            f"Azure OpenAI has no deployment {deployment!r} (404 {_error_code(exc)}): {_server_message(exc)}",
+            where=where,
+            fix=f"set {where} to the name of a deployment that exists on the Azure OpenAI account "
+            "(Azure portal: the account's Deployments), then upload the file again",
         ) from None
     except openai.APIStatusError as exc:  # 5xx and anything else with a status
         raise TransientError(f"Azure OpenAI answered {exc.status_code}: {_server_message(exc)}") from None
@@ -156,7 +196,7 @@ async def _complete_once(
     if choice.finish_reason == "content_filter":
         raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")
     if pipeline.output.kind == "text":
-        return Answer(content, prompt_tokens, completion_tokens)
+        return Answer(content, prompt_tokens, completion_tokens), raw.headers
     if choice.finish_reason == "length":
         raise RowError(
             f"the answer was cut off at max_tokens={pipeline.max_tokens} before the JSON was complete; "
@@ -169,4 +209,4 @@ async def _complete_once(
         raise RowError(f"the answer is not valid JSON: {content[:200]!r}", code="invalid_json") from None
     if not isinstance(value, dict):
         raise RowError(f"the answer is JSON but not an object: {content[:200]!r}", code="invalid_json")
-    return Answer(value, prompt_tokens, completion_tokens)
+    return Answer(value, prompt_tokens, completion_tokens), raw.headers

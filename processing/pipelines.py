@@ -7,6 +7,7 @@ the job's manifest, so editing a pipeline never changes a job that is already ru
 
 from __future__ import annotations
 
+import codecs
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,28 @@ from processing.prompts import Template
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 DELIMITERS = {",", ";", "\t", "|"}
+# Azure OpenAI structured outputs (strict) accept schemas nested at most this deep.
+_MAX_SCHEMA_DEPTH = 10
+
+
+class PipelineError(ConfigurationError):
+    """A pipeline file is wrong: the error report says which file and how to fix it."""
+
+    def __init__(self, message: str, *, where: str = "", fix: str = "") -> None:
+        super().__init__(message)
+        self.where = where
+        self.fix = fix
+
+
+def check_encoding(name: str) -> str:
+    """The codec's canonical name (`windows-1252` -> `cp1252`); ValueError if it is not a text encoding."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"encoding {name!r} is not a known encoding") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"encoding {name!r} is not a text encoding")
+    return info.name
 
 
 @dataclass(frozen=True)
@@ -44,7 +67,12 @@ class Pipeline:
     temperature: float = 0.0
     max_tokens: int = 500
     rows_per_message: int = 1
+    # This instance's share of the deployment's quota (0: not paced, only 429s slow it down).
+    rpm: int = 0
+    tpm: int = 0
     delimiter: str = ""  # empty: sniffed from the file
+    encoding: str = ""  # empty: UTF-8, or UTF-16/32 when the file starts with that byte-order mark
+    neutralise_formulas: bool = True  # results CSV: prefix cells a spreadsheet would run with '
     output: Output = field(default_factory=lambda: Output("text"))
 
     @property
@@ -59,9 +87,50 @@ class Pipeline:
         return _build(data.get("name", ""), dict(data), source="manifest")
 
 
+def _fix(source: str) -> str:
+    if source == "manifest":
+        return "the job's pipeline snapshot is damaged: upload the file again"
+    return f"correct {source} and deploy the app, then upload the file again"
+
+
 def _expect(cond: bool, source: str, message: str) -> None:
     if not cond:
-        raise ConfigurationError(f"pipeline {source}: {message}")
+        raise PipelineError(f"pipeline {source}: {message}", where=source, fix=_fix(source))
+
+
+def _check_subschema(spec: Any, path: str, source: str, depth: int) -> dict[str, Any]:
+    """Check one property's schema, recursively; nested objects are made strict like the root."""
+    _expect(isinstance(spec, dict), source, f"{path} must be a table")
+    _expect(depth <= _MAX_SCHEMA_DEPTH, source, f"{path} is nested deeper than {_MAX_SCHEMA_DEPTH} levels")
+    kind = spec.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "enum" in spec:
+        enum = spec["enum"]
+        _expect(isinstance(enum, list) and bool(enum), source, f"{path}.enum must be a non-empty list")
+        if kind is None:
+            return spec
+    _expect(
+        bool(kinds) and all(k in _JSON_TYPES for k in kinds),
+        source,
+        f"{path} has unknown type {kind!r} (one of {sorted(_JSON_TYPES)})",
+    )
+    out = dict(spec)
+    if "object" in kinds:
+        props = spec.get("properties")
+        _expect(
+            isinstance(props, dict) and bool(props),
+            source,
+            f"{path} is an object: give it properties (structured outputs need every field named)",
+        )
+        out["properties"] = {
+            name: _check_subschema(sub, f"{path}.properties.{name}", source, depth + 1) for name, sub in props.items()
+        }
+        out["required"] = list(props)
+        out["additionalProperties"] = False
+    if "array" in kinds:
+        _expect("items" in spec, source, f"{path} is an array: give it an items table (the type of its elements)")
+        out["items"] = _check_subschema(spec["items"], f"{path}.items", source, depth + 1)
+    return out
 
 
 def _check_schema(schema: Any, source: str) -> dict[str, Any]:
@@ -73,17 +142,12 @@ def _check_schema(schema: Any, source: str) -> dict[str, Any]:
         source,
         "output.schema.properties must name at least one field",
     )
-    for prop, spec in props.items():
-        _expect(isinstance(spec, dict), source, f"output.schema.properties.{prop} must be a table")
-        kind = spec.get("type")
-        _expect(
-            kind in _JSON_TYPES or "enum" in spec,
-            source,
-            f"output.schema.properties.{prop} has unknown type {kind!r} (one of {sorted(_JSON_TYPES)})",
-        )
+    checked = {
+        prop: _check_subschema(spec, f"output.schema.properties.{prop}", source, 1) for prop, spec in props.items()
+    }
     # Azure OpenAI structured outputs (strict) require every property to be required and
-    # no extra properties; we fill those in so pipeline authors cannot get it wrong.
-    return {**schema, "required": list(props), "additionalProperties": False}
+    # no extra properties, at every level; we fill those in so pipeline authors cannot get it wrong.
+    return {**schema, "properties": checked, "required": list(props), "additionalProperties": False}
 
 
 def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
@@ -111,39 +175,62 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
             temperature=float(data.get("temperature", 0.0)),
             max_tokens=int(data.get("max_tokens", 500)),
             rows_per_message=int(data.get("rows_per_message", 1)),
+            rpm=int(data.get("rpm", 0)),
+            tpm=int(data.get("tpm", 0)),
             delimiter=str(data.get("delimiter", "")),
+            encoding=check_encoding(str(data["encoding"])) if data.get("encoding") else "",
+            neutralise_formulas=data.get("neutralise_formulas", True),
             output=output,
         )
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"pipeline {source}: {exc}") from None
+        raise PipelineError(f"pipeline {source}: {exc}", where=source, fix=_fix(source)) from None
     _expect(0.0 <= pipeline.temperature <= 2.0, source, "temperature must be between 0 and 2")
     _expect(1 <= pipeline.max_tokens <= 100_000, source, "max_tokens must be between 1 and 100000")
     _expect(1 <= pipeline.rows_per_message <= 100, source, "rows_per_message must be between 1 and 100")
+    _expect(pipeline.rpm >= 0 and pipeline.tpm >= 0, source, "rpm and tpm must not be negative (0: not paced)")
     _expect(
         pipeline.delimiter in DELIMITERS | {""},
         source,
         "delimiter must be one of , ; | or a tab (\\t), or empty to sniff",
     )
-    Template.parse(pipeline.prompt)  # raises on a malformed template
+    _expect(
+        isinstance(pipeline.neutralise_formulas, bool),
+        source,
+        "neutralise_formulas must be true or false (without quotes)",
+    )
+    try:
+        Template.parse(pipeline.prompt)  # raises on a malformed template
+    except ConfigurationError as exc:
+        raise PipelineError(f"pipeline {source}: {exc}", where=source, fix=_fix(source)) from None
     return pipeline
 
 
 def load_pipeline(name: str, directory: Path) -> Pipeline:
     """Load and validate `<directory>/<name>.toml`."""
+    available = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
+    where = f"the input folder input/{name}/ (its name selects the pipeline)"
+    if name == "default":
+        where = "a file at the top of input/ (it uses the default pipeline)"
     if not _NAME.match(name):
-        raise ConfigurationError(f"pipeline name {name!r} is not valid: use lower-case letters, digits, '-' and '_'")
+        raise PipelineError(
+            f"pipeline name {name!r} is not valid: use lower-case letters, digits, '-' and '_'",
+            where=where,
+            fix=f"upload into input/<pipeline>/ with one of the app's pipelines: {available}",
+        )
     path = directory / f"{name}.toml"
+    source = f"{directory.name}/{path.name}"
     if not path.is_file():
-        available = sorted(p.stem for p in directory.glob("*.toml"))
-        raise ConfigurationError(
+        raise PipelineError(
             f"unknown pipeline {name!r}: there is no {path.name} in the app's pipelines folder "
-            f"(available: {', '.join(available) or 'none'})"
+            f"(available: {available})",
+            where=where,
+            fix=f"upload into input/<pipeline>/ with one of: {available}; or add {source} to the app and deploy it",
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"pipeline {path.name} is not valid TOML: {exc}") from None
-    return _build(name, data, source=path.name)
+        raise PipelineError(f"pipeline {source} is not valid TOML: {exc}", where=source, fix=_fix(source)) from None
+    return _build(name, data, source=source)
 
 
 def route(blob_name: str) -> tuple[str, str]:

@@ -1,8 +1,9 @@
 """Process: one rows message in, one model call per row, one append of their records.
 
-Rows of a message run concurrently. What happens to each row depends on how it ended:
+Rows of a message run concurrently, each taking its turn from the instance's limiter for
+the deployment (processing/limiter.py). What happens to each row depends on how it ended:
   answered or a permanent error  -> recorded in the job's results shard
-  429 (Throttled)                -> re-enqueued with the server's delay; no dequeue attempt used
+  429, or no turn within 15 s    -> re-enqueued with that delay; no dequeue attempt used
   transient (5xx, timeout, ...)  -> the message is retried by the host (or re-enqueued if only
                                     some rows failed); on the last attempt, recorded as an error
   configuration (404, 401)       -> the job is marked fatal once; finalize fails it with a report
@@ -24,6 +25,7 @@ from processing.errors import ConfigurationError, RowError, Throttled, Transient
 from processing.failures import mark_fatal
 from processing.hostconfig import max_dequeue_count
 from processing.jobs import Manifest, State
+from processing.limiter import limiter_for
 from processing.messages import INLINE_LIMIT, Row, RowsMessage
 from processing.pipelines import Pipeline
 from processing.prompts import BoundTemplate
@@ -44,6 +46,7 @@ class JobSpec:
     template: BoundTemplate
     deployment: str
     shard_rows: int
+    shard_max_blocks: int
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
@@ -54,6 +57,7 @@ class JobSpec:
             template=pipeline.template.bind(manifest.header),
             deployment=pipeline.deployment or default_deployment,
             shard_rows=manifest.shard_rows,
+            shard_max_blocks=manifest.shard_max_blocks,
         )
 
 
@@ -86,6 +90,10 @@ _specs = _SpecCache()
 async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Exception:
     if spec.job in _specs.fatal:
         return Record(row.index, results.ERROR, list(row.cells), error=_specs.fatal[spec.job], code="config")
+    settings = clients.settings
+    limiter = limiter_for(
+        spec.deployment, spec.pipeline.rpm or settings.openai_rpm, spec.pipeline.tpm or settings.openai_tpm
+    )
     try:
         prompt = spec.template.render(row.cells)
         answer = await model.complete(
@@ -93,8 +101,9 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
             spec.pipeline,
             spec.deployment,
             prompt,
-            using_key=bool(clients.settings.openai_api_key),
-            retries=clients.settings.openai_max_retries,
+            using_key=bool(settings.openai_api_key),
+            retries=settings.openai_max_retries,
+            limiter=limiter,
         )
     except RowError as exc:
         return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code=exc.code)
@@ -163,7 +172,7 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
 
     if done:
         shard = rows[0].index // spec.shard_rows
-        await results.append(clients.jobs, spec.job, shard, done)
+        await results.append(clients.jobs, spec.job, shard, done, max_blocks=spec.shard_max_blocks)
     if throttled:
         delay = max(t.retry_after for _, t in throttled)
         await _requeue(
@@ -202,4 +211,5 @@ async def handle_poison(body: str | bytes, clients: Clients) -> None:
         "see the function logs for the error"
     )
     records = [Record(r.index, results.ERROR, list(r.cells), error=reason, code="poison") for r in rows]
-    await results.append(clients.jobs, message.job, rows[0].index // manifest.shard_rows, records)
+    shard = rows[0].index // manifest.shard_rows
+    await results.append(clients.jobs, message.job, shard, records, max_blocks=manifest.shard_max_blocks)

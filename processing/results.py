@@ -2,7 +2,10 @@
 
 An append is not idempotent and a message may be redelivered after its append, so a
 shard may hold a row more than once; finalize keeps the first record per row. Rows are
-sharded by index so each shard stays far below the 50,000-block limit of an append blob.
+sharded by index, and a shard whose append blob nears the 50,000-block limit continues in
+a next segment blob: appenders move on when an append reports the blob holds
+`max_blocks` blocks (or the service refuses one more), and finalize reads a shard's
+segments in order, going on past a segment only if it is that full.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from processing.jobs import shard_blob
@@ -23,6 +26,7 @@ OK = "ok"
 ERROR = "error"
 # Append Block accepts at most 4 MiB per call on older service versions; stay under it.
 MAX_APPEND = 4 * 1024 * 1024 - 1024
+BLOCK_LIMIT = 50_000  # blocks an append blob can hold
 
 
 @dataclass(frozen=True)
@@ -77,18 +81,36 @@ def _blocks(lines: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(block)
 
 
-async def ensure_shard(jobs: ContainerClient, job: str, shard: int) -> None:
-    blob = jobs.get_blob_client(shard_blob(job, shard))
+async def ensure_shard(jobs: ContainerClient, job: str, shard: int, segment: int = 0) -> None:
+    blob = jobs.get_blob_client(shard_blob(job, shard, segment))
     with contextlib.suppress(ResourceExistsError):
         await blob.create_append_blob(match_condition=MatchConditions.IfMissing)
 
 
-async def append(jobs: ContainerClient, job: str, shard: int, records: Iterable[Record]) -> None:
+# The segment each (job, shard) is appended to in this process: a full one is never tried again.
+_segments: dict[tuple[str, int], int] = {}
+
+
+async def append(
+    jobs: ContainerClient, job: str, shard: int, records: Iterable[Record], *, max_blocks: int = 45_000
+) -> None:
     """Append records to one shard, whole lines per block (appenders run concurrently)."""
-    blob = jobs.get_blob_client(shard_blob(job, shard))
+    key = (job, shard)
     for block in _blocks(r.to_line() for r in records):
-        try:
-            await blob.append_block(block)
-        except ResourceNotFoundError:
-            await ensure_shard(jobs, job, shard)
-            await blob.append_block(block)
+        while True:
+            segment = _segments.get(key, 0)
+            blob = jobs.get_blob_client(shard_blob(job, shard, segment))
+            try:
+                result = await blob.append_block(block)
+            except ResourceNotFoundError:
+                await ensure_shard(jobs, job, shard, segment)
+                continue
+            except HttpResponseError as exc:
+                if exc.error_code != "BlockCountExceedsLimit":
+                    raise
+                # Another instance filled it past our threshold: the block was not written.
+                _segments[key] = max(_segments.get(key, 0), segment + 1)
+                continue
+            if int(result.get("blob_committed_block_count") or 0) >= max_blocks:
+                _segments[key] = max(_segments.get(key, 0), segment + 1)
+            break

@@ -94,6 +94,9 @@ class Settings:
     # In-client retries of connection errors and 5xx; 429s are never slept on in-process
     # (the row is re-enqueued with the server's delay, see processing/process.py).
     openai_max_retries: int = 2
+    # Per-instance pace for pipelines that set no rpm/tpm of their own (0: not paced).
+    openai_rpm: int = 0
+    openai_tpm: int = 0
     managed_identity: bool = False
     client_id: str | None = None
     pipelines_dir: Path = APP_ROOT / "pipelines"
@@ -102,6 +105,9 @@ class Settings:
     ingest_concurrency: int = 32
     ingest_checkpoint_rows: int = 5_000
     max_row_bytes: int = 1_048_576
+    shard_max_blocks: int = 45_000
+    stall_timeout_seconds: float = 3600.0
+    ingest_budget_seconds: float = 480.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +129,8 @@ class Settings:
             openai_api_key=env.get("AZURE_OPENAI_API_KEY", "").strip() or None,
             openai_timeout_seconds=_float(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60.0),
             openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2, minimum=0),
+            openai_rpm=_int(env, "AZURE_OPENAI_RPM", 0, minimum=0),
+            openai_tpm=_int(env, "AZURE_OPENAI_TPM", 0, minimum=0),
             managed_identity=managed,
             client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
             pipelines_dir=Path(env.get("ROWSMITH_PIPELINES_DIR", "").strip() or APP_ROOT / "pipelines"),
@@ -132,6 +140,12 @@ class Settings:
             ingest_concurrency=_int(env, "ROWSMITH_INGEST_CONCURRENCY", 32),
             ingest_checkpoint_rows=_int(env, "ROWSMITH_INGEST_CHECKPOINT_ROWS", 5_000),
             max_row_bytes=_int(env, "ROWSMITH_MAX_ROW_BYTES", 1_048_576, minimum=1024),
+            # An append blob holds 50,000 blocks; appenders that have not noticed a full shard
+            # yet need the headroom before the hard limit.
+            shard_max_blocks=_int(env, "ROWSMITH_SHARD_MAX_BLOCKS", 45_000, maximum=50_000),
+            stall_timeout_seconds=_float(env, "ROWSMITH_STALL_TIMEOUT_SECONDS", 3600.0),
+            # functionTimeout is 10 minutes; ingest hands over to a fresh invocation well before.
+            ingest_budget_seconds=_float(env, "ROWSMITH_INGEST_BUDGET_SECONDS", 480.0),
         )
 
 
@@ -199,6 +213,19 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "Quick in-call retries of connection errors, timeouts and 5xx (429s are re-queued, never slept on).",
     ),
     SettingDoc(
+        "AZURE_OPENAI_RPM",
+        "0",
+        "Requests per minute one instance may send, for pipelines without `rpm` (0: not paced; "
+        "429s still slow it down). The Bicep sets the deployment's whole quota.",
+        azure=True,
+    ),
+    SettingDoc(
+        "AZURE_OPENAI_TPM",
+        "0",
+        "Tokens per minute (prompt + max_tokens) one instance may send, for pipelines without `tpm`.",
+        azure=True,
+    ),
+    SettingDoc(
         "IDENTITY_ENDPOINT",
         "(set by the platform)",
         "Managed identity endpoint; when present the app uses ManagedIdentityCredential.",
@@ -219,6 +246,21 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "Rows between ingest checkpoints (resume point after a crash).",
     ),
     SettingDoc("ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."),
+    SettingDoc(
+        "ROWSMITH_SHARD_MAX_BLOCKS",
+        "45000",
+        "Blocks after which a results shard (append blob, limit 50,000) continues in a new blob.",
+    ),
+    SettingDoc(
+        "ROWSMITH_STALL_TIMEOUT_SECONDS",
+        "3600",
+        "A job with no new result for this long is completed, its missing rows marked `missing`.",
+    ),
+    SettingDoc(
+        "ROWSMITH_INGEST_BUDGET_SECONDS",
+        "480",
+        "Time one ingest invocation reads a file before handing over to a fresh one (functionTimeout is 10 min).",
+    ),
 )
 
 

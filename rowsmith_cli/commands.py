@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,9 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "pipeline": manifest.pipeline_name,
         "total_rows": manifest.total_rows,
         "ok_rows": manifest.counts.get("ok", 0),
-        "error_rows": manifest.counts.get("error", 0),
+        # Rows completed as `missing` by the stall deadline are errors in the output too.
+        "error_rows": manifest.counts.get("error", 0) + manifest.counts.get("missing", 0),
+        "missing_rows": manifest.counts.get("missing", 0),
         "prompt_tokens": manifest.tokens.get("prompt", 0),
         "completion_tokens": manifest.tokens.get("completion", 0),
         "seconds": round((finished or time.time()) - started, 1) if started else None,
@@ -136,25 +140,59 @@ async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"jobs": [summary(m) for m in await jobs.list_manifests(container)]}
 
 
-async def results(target: Target, job: str, output: Path | None, *, jsonl: bool) -> tuple[int, dict[str, Any]]:
+async def results(
+    target: Target, job: str, output: Path | None, *, jsonl: bool, failed: bool = False
+) -> tuple[int, dict[str, Any]]:
     manifest = await jobs.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
     if manifest is None:
         return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
-    key = "jsonl" if jsonl else "csv"
+    key = "jsonl" if jsonl or failed else "csv"
     if manifest.state != State.DONE or key not in manifest.results:
         info = summary(manifest)
         info["error"] = info.get("error") or f"job {job} is {manifest.state}; results exist once it is done"
         return EXIT_FAILED, info
     name = manifest.results[key]
-    dest = output or Path(name.rsplit("/", 1)[-1])
+    if failed:
+        stem = Path(manifest.source_blob).stem
+        dest = output or Path(f"{stem}.failed.csv")
+    else:
+        dest = output or Path(name.rsplit("/", 1)[-1])
     try:
         stream = await target.blobs.get_blob_client(OUTPUT_CONTAINER, name).download_blob()
     except ResourceNotFoundError:
         return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} is missing"}
+    if failed:
+        rows = await _write_failed_rows(stream.chunks(), manifest.header, dest)
+        return EXIT_OK, {**summary(manifest), "file": str(dest), "failed_rows": rows}
     with dest.open("wb") as out:
         async for chunk in stream.chunks():
             out.write(chunk)
     return EXIT_OK, {**summary(manifest), "file": str(dest)}
+
+
+async def _write_failed_rows(chunks: AsyncIterator[bytes], header: list[str], dest: Path) -> int:
+    """The input rows that ended as errors, as a CSV with the original header: upload it again to re-run them.
+
+    Read from the JSON lines (exact cells; the CSV's cells may carry a formula guard)."""
+    count = 0
+    pending = b""
+    with dest.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(header)
+        async for chunk in chunks:
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    if record.get("status") != "ok":
+                        writer.writerow(list(record["input"].values()))
+                        count += 1
+        if pending.strip():
+            record = json.loads(pending)
+            if record.get("status") != "ok":
+                writer.writerow(list(record["input"].values()))
+                count += 1
+    return count
 
 
 def describe(info: dict[str, Any]) -> str:
@@ -166,6 +204,8 @@ def describe(info: dict[str, Any]) -> str:
         f"{info['job']}  {info['state']:<10}  {info.get('ok_rows', 0)} ok, {info.get('error_rows', 0)} errors "
         f"of {total} rows  ({info.get('source')}, pipeline {info.get('pipeline')})"
     ]
+    if info.get("missing_rows"):
+        parts.append(f"  {info['missing_rows']} row(s) never got a result before the stall deadline (code: missing)")
     if info.get("results_blob"):
         parts.append(f"  results: {info['results_blob']}")
     return "\n".join(parts)

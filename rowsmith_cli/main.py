@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_results.add_argument("job")
     p_results.add_argument("-o", "--output", type=Path, help="where to write it (default: ./<file>.results.csv)")
     p_results.add_argument("--jsonl", action="store_true", help="download the JSON lines twin instead")
+    p_results.add_argument(
+        "--failed",
+        action="store_true",
+        help="write only the rows that ended as errors, as a CSV to upload again (default: ./<file>.failed.csv)",
+    )
     _add_target(p_results)
 
     p_demo = sub.add_parser("demo", parents=[common], help="run a CSV end to end on a fresh local stack, then stop it")
@@ -101,7 +106,7 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             )
         if args.command == "status":
             return await commands.status(target, args.job)
-        return await commands.results(target, args.job, args.output, jsonl=args.jsonl)
+        return await commands.results(target, args.job, args.output, jsonl=args.jsonl, failed=args.failed)
     finally:
         await target.close()
 

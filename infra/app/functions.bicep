@@ -25,6 +25,11 @@ param openAiDeploymentName string
 
 param openAiApiVersion string
 
+@description('Requests and tokens per minute one instance may send (the deployment\'s quota: see README, Performance and scaling).')
+param openAiRequestsPerMinute int
+
+param openAiTokensPerMinute int
+
 param maximumInstanceCount int
 
 param instanceMemoryMB int
@@ -114,6 +119,16 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_OPENAI_API_VERSION'
           value: openAiApiVersion
+        }
+        // One instance never sends more than the whole quota; several instances share it
+        // through the 429s and retry-after pauses their limiters react to.
+        {
+          name: 'AZURE_OPENAI_RPM'
+          value: string(openAiRequestsPerMinute)
+        }
+        {
+          name: 'AZURE_OPENAI_TPM'
+          value: string(openAiTokensPerMinute)
         }
       ]
     }

@@ -4,14 +4,46 @@ from collections.abc import Iterator
 
 import pytest
 
-from localdev.stack import Stack, start_stack
+from localdev.stack import STORAGE_AUTH_KEY, STORAGE_AUTH_MODES, Stack, start_stack
 from tests.integration.harness import RunnerProcess, app_settings
+
+# A module runs its `stack` tests once per storage mode listed in its module-level
+# STACK_STORAGE_AUTH (say `("oauth",)`), or in BY_MODULE below; every other module gets one
+# "key" stack (Azurite's development connection string), so total test time does not double.
+MODES_VARIABLE = "STACK_STORAGE_AUTH"
+BY_MODULE: dict[str, tuple[str, ...]] = {
+    # The end-to-end suite must pass with the key and with tokens only (no key in the app).
+    "test_pipeline_e2e": STORAGE_AUTH_MODES,
+}
+
+
+def stack_modes(module: object) -> tuple[str, ...] | None:
+    """The storage modes a test module's `stack` runs in (None: the default single key stack)."""
+    modes = getattr(module, MODES_VARIABLE, None) or BY_MODULE.get(getattr(module, "__name__", "").rsplit(".", 1)[-1])
+    if modes is None:
+        return None
+    unknown = set(modes) - set(STORAGE_AUTH_MODES)
+    if unknown:
+        raise ValueError(f"{MODES_VARIABLE}: unknown storage modes {sorted(unknown)}; use {STORAGE_AUTH_MODES}")
+    return tuple(modes)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    modes = stack_modes(metafunc.module)
+    if modes and "stack" in metafunc.fixturenames:
+        metafunc.parametrize("stack", modes, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Azurite, the identity endpoint and the Azure OpenAI emulator on free loopback ports."""
-    with start_stack(tmp_path_factory.mktemp("stack")) as running:
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Azurite, the identity endpoint and the Azure OpenAI emulator on free loopback ports.
+
+    "key" (the default): the app gets Azurite's development connection string. "oauth":
+    Azurite over HTTPS taking bearer tokens, and the app gets account URLs and the managed
+    identity only.
+    """
+    mode = getattr(request, "param", STORAGE_AUTH_KEY)
+    with start_stack(tmp_path_factory.mktemp(f"stack-{mode}"), storage_auth=mode) as running:
         yield running
 
 

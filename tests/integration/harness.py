@@ -1,8 +1,16 @@
-"""Helpers for tests that push files through the real functions on the local stack."""
+"""Helpers for tests that push files through the real functions on the local stack.
+
+Every helper works with both kinds of stack (`localdev.stack`'s `storage_auth`): with a
+"key" stack the test's own storage clients use Azurite's development connection string;
+with an "oauth" stack they use bearer tokens from the stack's identity endpoint (the real
+`ManagedIdentityCredential`, as the user-assigned identity HARNESS_CLIENT_ID, so the
+endpoint's stats tell the test's tokens from the app's) over HTTPS, trusting the stack's CA.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -10,21 +18,28 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from azure.identity.aio import ManagedIdentityCredential
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.stack import Stack
 from processing import jobs
 from processing.clients import make_blob_service, make_queue_service
 from processing.jobs import Manifest, State
+from processing.names import STORAGE_CONNECTION
 from processing.settings import APP_ROOT, StorageSettings
 from rowsmith_cli import commands
 from rowsmith_cli.target import Target
 
 FIXTURE_PIPELINES = Path(__file__).resolve().parent.parent / "fixtures" / "pipelines"
+# The identity the tests' own storage clients use on an OAuth stack: a user-assigned one, so
+# the identity endpoint counts its tokens apart from the app's (system-assigned) ones.
+HARNESS_CLIENT_ID = "00000000-0000-4000-8000-00000000d001"
 
 
 def emulated_text(user_message: str) -> str:
@@ -42,7 +57,9 @@ class RunnerProcess:
         self._ready = threading.Event()
 
     def start(self, timeout: float = 30) -> RunnerProcess:
-        env = {**os.environ, **self.settings}
+        # The app's storage connection comes from `settings` only, never from this process.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(STORAGE_CONNECTION)}
+        env.update(self.settings)
         env["PYTHONPATH"] = str(APP_ROOT)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
@@ -99,7 +116,39 @@ def app_settings(stack: Stack, **overrides: str) -> dict[str, str]:
     return settings
 
 
+@contextlib.contextmanager
+def _identity_environment(stack: Stack) -> Iterator[None]:
+    """IDENTITY_ENDPOINT/IDENTITY_HEADER of `stack` while a credential is made (it reads them once, then)."""
+    wanted = {key: stack.settings[key] for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def harness_credential(stack: Stack, client_id: str | None = HARNESS_CLIENT_ID) -> ManagedIdentityCredential:
+    """The real ManagedIdentityCredential, pointed at `stack`'s identity endpoint (None: the app's identity)."""
+    with _identity_environment(stack):
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+
+
 def local_target(stack: Stack) -> Target:
+    if stack.oauth:
+        credential = harness_credential(stack)
+        options = stack.storage_client_options()
+        return Target(
+            BlobServiceClient(stack.blob_url, credential=credential, **options),
+            QueueServiceClient(stack.queue_url, credential=credential, **options),
+            True,
+            credential,
+            "test stack (OAuth)",
+        )
     storage = StorageSettings(connection_string=stack.connection_string)
     return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "test stack")
 
@@ -145,6 +194,16 @@ async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | 
     async with (
         aiohttp.ClientSession() as session,
         session.request(method, stack.emulator_url + path, json=body) as response,
+    ):
+        response.raise_for_status()
+        return await response.json()
+
+
+async def identity(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The identity endpoint's control API (`/_identity/stats`, `/_identity/config`, ...)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, stack.identity_url + path, json=body) as response,
     ):
         response.raise_for_status()
         return await response.json()

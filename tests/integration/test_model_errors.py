@@ -127,3 +127,57 @@ async def test_a_429_is_never_slept_on_inside_the_call(call, stack: Stack):
 async def test_a_brief_server_error_is_retried_within_the_call(call):
     answer = await call("blip [[fault:503:1]]", retries=1)
     assert answer.value == emulated_text("blip [[fault:503:1]]")
+
+
+JSON = replace(
+    TEXT,
+    output=Output(
+        "json",
+        column="",
+        schema={
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n"],
+            "additionalProperties": False,
+        },
+    ),
+)
+
+
+async def _requests(stack: Stack) -> int:
+    from tests.integration.harness import emulator
+
+    return (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+
+
+async def test_an_answer_that_is_not_json_is_asked_for_again(call, stack: Stack):
+    before = await _requests(stack)
+    answer = await call("count [[fault:invalid_json:1]]", JSON)
+    assert isinstance(answer.value["n"], int)
+    assert await _requests(stack) - before == 2
+
+
+async def test_an_answer_that_is_never_json_is_a_row_error_after_a_bounded_number_of_tries(call, stack: Stack):
+    before = await _requests(stack)
+    with pytest.raises(RowError, match=r"not valid JSON.*asked 3 times") as err:
+        await call("count [[fault:invalid_json]]", JSON, retries=2)
+    assert err.value.code == "invalid_json"
+    assert await _requests(stack) - before == model.JSON_TRIES
+
+
+async def test_the_limiter_hears_429s_and_the_remaining_budget(call, stack: Stack):
+    from processing.limiter import RateLimiter
+    from tests.integration.harness import emulator
+
+    limiter = RateLimiter(rpm=6000)
+    with pytest.raises(Throttled):
+        await call("slow [[fault:429]]", limiter=limiter)
+    assert limiter.stats["throttled"] == 1 and limiter.factor < 1
+    # The emulator's quota nearly spent: its x-ratelimit-remaining-requests header reaches 0.
+    await emulator(stack, "POST", "/_emulator/config", {"rpm": 2})
+    try:
+        await call("one", limiter=limiter)
+        await call("two", limiter=limiter)
+    finally:
+        await emulator(stack, "POST", "/_emulator/config", {"rpm": 0})
+    assert limiter.stats["exhausted"] >= 1

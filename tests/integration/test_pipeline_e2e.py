@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from localdev.stack import Stack
+from processing.cells import neutralise
 from processing.messages import BlobCreated
 from processing.names import UPLOADS_QUEUE
 from tests.integration.harness import (
@@ -58,11 +59,14 @@ async def test_500_rows_come_back_in_order_each_with_its_own_answer(stack: Stack
     assert header == ["id", "text", "answer", "status", "error"]
     assert len(out) == 500
     for (row_id, text), result in zip(rows, out, strict=True):
-        # Input cells exactly as written, then the answer to this row's own prompt.
-        assert result == [row_id, text, emulated_text(f"Row {row_id}: {text}"), "ok", ""]
+        # Input cells as written (a formula-like cell guarded with a leading '), then the answer
+        # to this row's own prompt, which the model saw with the cell exactly as written.
+        assert result == [row_id, neutralise(text), emulated_text(f"Row {row_id}: {text}"), "ok", ""]
+    assert out[6][1] == "'=1+1 #6"
 
-    lines = (await download(stack, "output", "echo/five hundred.results.jsonl")).decode().splitlines()
+    lines = (await download(stack, "output", "echo/five hundred.results.jsonl")).decode().split("\n")[:-1]
     assert len(lines) == 500
+    assert json.loads(lines[6])["input"]["text"] == "=1+1 #6"  # the JSON lines keep exact values
     first = json.loads(lines[0])
     assert first["row"] == 1 and first["input"] == {"id": "0000", "text": rows[0][1]}
     assert first["usage"]["prompt_tokens"] > 0

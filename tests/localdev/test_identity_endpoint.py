@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential
 
-from localdev.identity_endpoint import IdentityEndpoint
+from localdev.identity_endpoint import OPENAI_RESOURCE, STORAGE_RESOURCE, SYSTEM_IDENTITY, IdentityEndpoint
 from localdev.ports import ServedApp
 
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -88,6 +89,46 @@ async def test_sync_credential_and_the_storage_audience(identity: Running) -> No
     claims = await verified_claims(identity, token.token, "https://storage.azure.com")
     assert claims["aud"] == "https://storage.azure.com"
     assert identity.endpoint.stats.tokens["https://storage.azure.com"] == 1
+
+
+# What Azurite's `--oauth basic` checks (node_modules/azurite/dist/src/{blob,queue}/authentication/
+# *TokenAuthenticator.js and utils/constants.js): the signature is not verified; these are.
+AZURITE_ISSUER_PREFIXES = ("https://sts.windows.net/",)
+AZURITE_STORAGE_AUDIENCE = re.compile(r"^https://storage\.azure\.com/?$")
+
+
+@pytest.mark.parametrize("resource", ["https://storage.azure.com", "https://storage.azure.com/"])
+async def test_storage_tokens_carry_what_azurite_checks(identity: Running, resource: str) -> None:
+    status, body = await identity.get(
+        "/msi/token",
+        params={"api-version": "2019-08-01", "resource": resource},
+        headers={"X-IDENTITY-HEADER": identity.endpoint.header},
+    )
+    assert status == 200 and body["resource"] == resource
+    claims = await verified_claims(identity, body["access_token"], resource)
+    now = time.time()
+    assert {"nbf", "exp", "iat"} <= set(claims)
+    assert claims["nbf"] <= now <= claims["exp"]
+    assert claims["iss"] == f"https://sts.windows.net/{identity.endpoint.tenant_id}/"
+    assert claims["iss"].startswith(AZURITE_ISSUER_PREFIXES)
+    assert AZURITE_STORAGE_AUDIENCE.match(claims["aud"])
+    assert int(body["expires_on"]) == claims["exp"]
+
+
+async def test_stats_count_tokens_per_identity_and_resource(identity: Running) -> None:
+    user_assigned = "11111111-2222-4333-8444-555555555555"
+    async with ManagedIdentityCredential() as system, ManagedIdentityCredential(client_id=user_assigned) as user:
+        await system.get_token(STORAGE_SCOPE)
+        await system.get_token(OPENAI_SCOPE)
+        await user.get_token(STORAGE_SCOPE)
+    _, stats = await identity.get("/_identity/stats")
+    assert stats["by_identity"] == {
+        SYSTEM_IDENTITY: {STORAGE_RESOURCE: 1, OPENAI_RESOURCE: 1},
+        user_assigned: {STORAGE_RESOURCE: 1},
+    }
+    assert stats["tokens"] == {STORAGE_RESOURCE: 2, OPENAI_RESOURCE: 1}
+    _, reset = await identity.post("/_identity/reset", {})
+    assert reset["by_identity"] == {} and reset["tokens_issued"] == 0
 
 
 async def test_user_assigned_identity_is_named_in_the_token(identity: Running) -> None:

@@ -1,8 +1,10 @@
 import asyncio
+import codecs
 
 import pytest
 
-from processing.csvstream import CsvStream, sniff_delimiter
+from processing import csvstream
+from processing.csvstream import BATCH_ROWS, CsvStream, hard_limit, sniff_delimiter
 from processing.errors import JobInputError
 
 
@@ -128,15 +130,160 @@ async def test_a_long_line_over_many_small_chunks():
     assert [r.cells for r in rows] == [["1", long], ["2", "y"]]
 
 
-async def test_an_oversized_field_names_its_line_and_the_setting():
-    with pytest.raises(JobInputError, match="line 3") as err:
-        await parse(b"a\nshort\n" + b"z" * 2000 + b"\n", field_limit=1001)
-    assert "ROWSMITH_MAX_ROW_BYTES" in err.value.fix
-
-
 async def test_a_file_rejected_at_open_leaves_no_task_behind():
     with pytest.raises(JobInputError):
         await parse(b"PK\x03\x04" + b"\x00" * 100, 8)
     await asyncio.sleep(0.05)
     pending = [t for t in asyncio.all_tasks() if "_feed" in repr(t.get_coro())]
     assert pending == []
+
+
+# --- encodings -------------------------------------------------------------------------
+
+TEXT = 'id,text\r\n1,café ✓\r\n2,"a, ""b""\r\nc"\r\n'
+ROWS = [["1", "café ✓"], ["2", 'a, "b"\r\nc']]
+
+
+@pytest.mark.parametrize("size", [1, 3, 4096])
+@pytest.mark.parametrize(
+    ("encoded", "codec"),
+    [
+        (TEXT.encode("utf-8"), "utf-8"),
+        (codecs.BOM_UTF8 + TEXT.encode("utf-8"), "utf-8"),
+        (codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"), "utf-16-le"),
+        (codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"), "utf-16-be"),
+        (codecs.BOM_UTF32_LE + TEXT.encode("utf-32-le"), "utf-32-le"),
+    ],
+)
+async def test_the_byte_order_mark_decides_the_encoding(encoded, codec, size):
+    async with CsvStream(chunks_of(encoded, size), name="t.csv") as stream:
+        rows = [r async for batch in stream.batches() for r in batch]
+    assert stream.header == ["id", "text"]  # no BOM left in the first name
+    assert stream.encoding == codec
+    assert [r.cells for r in rows] == ROWS
+
+
+async def test_a_byte_order_mark_wins_over_the_pipeline_encoding():
+    header, _, rows = await parse(codecs.BOM_UTF8 + "n\nü\n".encode(), encoding="cp1252")
+    assert header == ["n"] and rows[0].cells == ["ü"]
+
+
+async def test_utf16_without_a_byte_order_mark_says_how_to_read_it():
+    with pytest.raises(JobInputError, match=r"UTF-16 \(little-endian\) text without a byte-order mark") as err:
+        await parse("id,text\n1,x\n".encode("utf-16-le"))
+    assert 'encoding = "utf-16-le"' in err.value.fix
+    # ... and with the encoding named in the pipeline, it is read.
+    header, _, rows = await parse("id,text\n1,x\n".encode("utf-16-le"), encoding="utf-16-le")
+    assert header == ["id", "text"] and rows[0].cells == ["1", "x"]
+
+
+async def test_a_named_encoding_decodes_what_utf8_cannot():
+    data = "name,note\ncafé,€5\n".encode("cp1252")
+    _, _, rows = await parse(data, 2, encoding="cp1252")
+    assert rows[0].cells == ["café", "€5"]
+
+
+async def test_bytes_the_named_encoding_lacks_are_named_with_their_offset():
+    # 0x81 has no character in Windows-1252.
+    with pytest.raises(JobInputError, match="not valid cp1252: bad byte sequence 81 at byte offset 5") as err:
+        await parse(b"a,b\nx\x81\n", 2, encoding="cp1252")
+    assert "encoding = 'cp1252'" in err.value.fix
+
+
+async def test_the_offset_of_a_bad_byte_counts_the_byte_order_mark():
+    with pytest.raises(JobInputError, match="byte offset 10"):
+        await parse(codecs.BOM_UTF8 + b"a,b\nok,\xe9\n", 1)
+
+
+async def test_a_binary_signature_is_rejected_before_anything_is_parsed():
+    # The first chunk of this PDF decodes as text; its signature rejects it all the same.
+    with pytest.raises(JobInputError, match="a PDF document"):
+        await parse(b"%PDF-1.7\n" + b"x" * 100, 64)
+
+
+# --- row and line limits ------------------------------------------------------------------
+
+
+async def test_a_row_over_the_size_limit_is_passed_on_cut_short_and_flagged():
+    big = "z" * 5000
+    data = f'id,text\n1,ok\n2,{big}\n3,"two\nlines"\n'.encode()
+    _, _, rows = await parse(data, 100, max_row_bytes=1024)
+    assert [r.cells for r in (rows[0], rows[2])] == [["1", "ok"], ["3", "two\nlines"]]
+    assert rows[0].sizes == () and rows[2].sizes == ()
+    flagged = rows[1]
+    assert flagged.sizes == (1, 5000)
+    assert flagged.cells[0] == "2" and flagged.cells[1].endswith("…") and len(flagged.cells[1]) <= 201
+    assert (flagged.first_line, flagged.line, flagged.lines) == (3, 3, "line 3")
+    assert rows[2].lines == "lines 4-5"
+
+
+async def test_the_size_limit_counts_utf8_bytes_not_characters():
+    euro = "€" * 400  # 400 characters, 1200 bytes
+    _, _, rows = await parse(f"a\n{euro}\n{'e' * 400}\n".encode(), max_row_bytes=1024)
+    assert rows[0].sizes == (1200,)
+    assert rows[1].sizes == () and rows[1].cells == ["e" * 400]
+
+
+async def test_a_line_over_the_hard_limit_fails_the_job_naming_it():
+    assert hard_limit(1024) == 8192
+    with pytest.raises(JobInputError, match="line 3 is over 8,192 characters") as err:
+        await parse(b"a\nshort\n" + b"z" * 20_000 + b"\nnever read\n", 1000, max_row_bytes=1024)
+    assert err.value.where == "line 3"
+
+
+async def test_an_unclosed_quote_stops_at_the_hard_limit_not_at_the_end_of_the_file():
+    # A stray quote would otherwise swallow the rest of a file of any size into one field.
+    data = b'a,b\n1,2\n3,"oops\n' + b"4,5\n" * 10_000
+    with pytest.raises(JobInputError, match="row starting on line 3 is over 8,192 characters") as err:
+        await parse(data, 512, max_row_bytes=1024)
+    assert "unbalanced" in err.value.fix
+
+
+async def test_many_fields_add_up_to_the_hard_limit():
+    data = b"a\n" + b",".join([b"x" * 1000] * 10) + b"\n"
+    with pytest.raises(JobInputError, match="line 2 is over 8,192 characters"):
+        await parse(data, 4096, max_row_bytes=1024)
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+def fixed_row(i: int) -> bytes:
+    return f"{i:07d},text of row {i:07d}\n".encode()
+
+
+async def test_the_parser_never_runs_far_ahead_of_its_consumer():
+    """200,000 rows: the rows read from the source but not yet consumed stay bounded."""
+    total, width = 200_000, len(fixed_row(0))
+    pulled = 0
+
+    async def source():
+        nonlocal pulled
+        yield b"id,text\n"
+        per_chunk = 64 * 1024 // width
+        for start in range(0, total, per_chunk):
+            chunk = b"".join(fixed_row(i) for i in range(start, min(total, start + per_chunk)))
+            pulled += chunk.count(b"\n")
+            yield chunk
+
+    consumed = ahead = batches = 0
+    async with CsvStream(source(), name="big.csv") as stream:
+        async for batch in stream.batches():
+            consumed += len(batch)
+            ahead = max(ahead, pulled - consumed)
+            batches += 1
+            if batches <= 20:
+                await asyncio.sleep(0.005)  # a slow consumer at first: the queues fill up
+    assert consumed == total == stream.total_rows
+    rows_per_chunk = 64 * 1024 // width
+    bound = (csvstream.QUEUED_BATCHES + 2) * BATCH_ROWS + (csvstream.CHUNKS_AHEAD + 2) * rows_per_chunk
+    assert BATCH_ROWS <= ahead <= bound < total / 10
+
+
+async def test_batches_of_large_rows_are_bounded_by_characters():
+    row = "y" * 100_000
+    data = ("a\n" + f"{row}\n" * 60).encode()
+    async with CsvStream(chunks_of(data, 256 * 1024), name="t.csv") as stream:
+        sizes = [sum(len(r.cells[0]) for r in batch) async for batch in stream.batches()]
+    assert sum(sizes) == 60 * 100_000
+    assert max(sizes) < csvstream.BATCH_CHARS + 100_000

@@ -60,3 +60,89 @@ def test_pipeline_names_cannot_escape_the_folder(tmp_path):
 def test_route_uses_the_first_folder_or_default():
     assert route("triage/2026/tickets.csv") == ("triage", "2026/tickets.csv")
     assert route("tickets.csv") == ("default", "tickets.csv")
+
+
+def test_encoding_is_checked_and_stored_by_its_canonical_name(tmp_path):
+    write(tmp_path, "latin", 'prompt = "{a}"\nencoding = "Windows-1252"')
+    pipeline = load_pipeline("latin", tmp_path)
+    assert pipeline.encoding == "cp1252"
+    assert Pipeline.from_dict(pipeline.to_dict()) == pipeline
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('"klingon"', "'klingon' is not a known encoding"), ('"base64"', "'base64' is not a text encoding")],
+)
+def test_an_unusable_encoding_names_the_pipeline_file(tmp_path, value, message):
+    write(tmp_path, "enc", f'prompt = "{{a}}"\nencoding = {value}')
+    with pytest.raises(ConfigurationError, match=message) as err:
+        load_pipeline("enc", tmp_path)
+    assert f"{tmp_path.name}/enc.toml" in str(err.value)
+    assert err.value.where == f"{tmp_path.name}/enc.toml" and "enc.toml" in err.value.fix
+
+
+def test_formula_neutralising_is_on_unless_turned_off(tmp_path):
+    write(tmp_path, "on", 'prompt = "{a}"')
+    write(tmp_path, "off", 'prompt = "{a}"\nneutralise_formulas = false')
+    write(tmp_path, "bad", 'prompt = "{a}"\nneutralise_formulas = "no"')
+    assert load_pipeline("on", tmp_path).neutralise_formulas is True
+    off = load_pipeline("off", tmp_path)
+    assert off.neutralise_formulas is False and Pipeline.from_dict(off.to_dict()) == off
+    with pytest.raises(ConfigurationError, match="neutralise_formulas must be true or false"):
+        load_pipeline("bad", tmp_path)
+
+
+def test_a_manifest_from_before_the_new_settings_still_loads():
+    old = {"name": "x", "prompt": "{a}", "delimiter": "", "output": {"kind": "text", "column": "answer"}}
+    pipeline = Pipeline.from_dict(old)
+    assert (pipeline.encoding, pipeline.neutralise_formulas) == ("", True)
+
+
+SCHEMA = 'prompt = "x"\n[output]\nkind = "json"\n[output.schema]\ntype = "object"\n'
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ('[output.schema.properties.a]\ntype = "strin"', r"properties\.a has unknown type 'strin'"),
+        ("[output.schema.properties.a]\nenum = []", r"properties\.a\.enum must be a non-empty list"),
+        ('[output.schema.properties.a]\ntype = "array"', r"properties\.a is an array: give it an items"),
+        ('[output.schema.properties.a]\ntype = "object"', r"properties\.a is an object: give it properties"),
+        (
+            '[output.schema.properties.a]\ntype = "array"\n[output.schema.properties.a.items]\ntype = "nope"',
+            r"properties\.a\.items has unknown type",
+        ),
+    ],
+)
+def test_an_invalid_json_schema_is_refused_when_the_pipeline_loads(tmp_path, props, message):
+    write(tmp_path, "schema", SCHEMA + props)
+    with pytest.raises(ConfigurationError, match=message) as err:
+        load_pipeline("schema", tmp_path)
+    assert err.value.where.endswith("schema.toml")
+
+
+def test_nested_objects_are_made_strict_too(tmp_path):
+    write(
+        tmp_path,
+        "nested",
+        SCHEMA
+        + '[output.schema.properties.who]\ntype = "object"\n'
+        + '[output.schema.properties.who.properties.name]\ntype = "string"\n'
+        + '[output.schema.properties.tags]\ntype = "array"\n'
+        + '[output.schema.properties.tags.items]\ntype = "object"\n'
+        + '[output.schema.properties.tags.items.properties.t]\ntype = ["string", "null"]\n',
+    )
+    pipeline = load_pipeline("nested", tmp_path)
+    who = pipeline.output.schema["properties"]["who"]
+    assert who["required"] == ["name"] and who["additionalProperties"] is False
+    item = pipeline.output.schema["properties"]["tags"]["items"]
+    assert item["required"] == ["t"] and item["additionalProperties"] is False
+    assert Pipeline.from_dict(pipeline.to_dict()) == pipeline
+
+
+def test_an_unknown_pipeline_says_where_and_how_to_fix(tmp_path):
+    write(tmp_path, "alpha", 'prompt = "{a}"')
+    with pytest.raises(ConfigurationError) as err:
+        load_pipeline("beta", tmp_path)
+    assert err.value.where == "the input folder input/beta/ (its name selects the pipeline)"
+    assert "alpha" in err.value.fix and "beta.toml" in err.value.fix

@@ -4,6 +4,7 @@ import pytest
 
 from processing.errors import ConfigurationError
 from processing.settings import (
+    APP_ROOT,
     CLI_SETTINGS_REFERENCE,
     SETTINGS_REFERENCE,
     CliSettings,
@@ -80,3 +81,25 @@ def test_bad_numbers_name_the_setting(name, value):
 def test_openai_endpoint_is_required():
     with pytest.raises(ConfigurationError, match="AZURE_OPENAI_ENDPOINT"):
         Settings.from_env({"AzureWebJobsStorage__accountName": "acct"})
+
+
+def _readme_settings() -> dict[str, tuple[str, str]]:
+    """The README's configuration table: name -> (default, Azure column)."""
+    text = (APP_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, tuple[str, str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            table[cells[0].strip("`")] = (cells[1], cells[2])
+    return table
+
+
+def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+    table = _readme_settings()
+    documented = {doc.name: doc for doc in (*SETTINGS_REFERENCE, *CLI_SETTINGS_REFERENCE)}
+    assert set(table) == set(documented)
+    for name, (default, azure) in table.items():
+        doc = documented[name]
+        assert default == (doc.default or "—"), name
+        assert (azure == "yes") == doc.azure, name

@@ -64,3 +64,15 @@ def test_progress_knows_when_a_range_of_rows_is_complete():
     assert progress.all_seen(3, 29) and progress.all_seen(8, 16) and progress.all_seen(5, 5)
     assert not progress.all_seen(2, 29) and not progress.all_seen(3, 30)
     assert not progress.mark(10)  # a second record of a row is a duplicate
+
+
+def test_a_results_json_line_stays_one_line_for_every_reader() -> None:
+    import json
+
+    from processing.finalize import _json_line
+
+    value = "a\u2028b\u2029c\x85d\x1ce\nf\rg ünï"
+    line = _json_line({"input": {"text": value}})
+    assert line.endswith(b"\n") and len(line.decode().splitlines()) == 1
+    assert json.loads(line)["input"]["text"] == value
+    assert "ünï" in line.decode()  # non-ASCII text stays readable
