@@ -28,6 +28,7 @@ from processing.errors import ConfigurationError, JobInputError
 from processing.failures import fail_job
 from processing.hostconfig import max_dequeue_count
 from processing.jobs import Manifest, State
+from processing.lock import LEASE_SECONDS, BlobLock
 from processing.messages import INLINE_LIMIT, BlobCreated, FinalizeMessage, Row, RowsMessage
 from processing.names import INPUT_CONTAINER, UPLOADS_QUEUE
 from processing.pipelines import Pipeline, load_pipeline, route
@@ -77,21 +78,46 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
         log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
         return None
     manifest = await _job_for(clients, event)
-    job, pipeline_name = manifest.job, manifest.pipeline_name
+    job = manifest.job
     if manifest.state != State.INGESTING:
         log.info("job %s is already %s: duplicate BlobCreated event ignored", job, manifest.state)
         return job
+    text = body if isinstance(body, str) else body.decode()
+    lock = BlobLock(clients.jobs, jobs.ingest_lock_blob(job))
+    if not await lock.acquire():
+        # Another ingest is reading this upload, or one died holding the lease (it lapses within
+        # a minute). Look again after that, as a fresh message: waiting costs no dequeue attempt,
+        # and once the job has left `ingesting` the copy is ignored.
+        log.info("job %s: another ingest of this upload holds the lock; checking again in %d s", job, LEASE_SECONDS)
+        await clients.queue(UPLOADS_QUEUE).send_message(text, visibility_timeout=LEASE_SECONDS)
+        return job
     try:
-        pipeline = load_pipeline(pipeline_name, clients.settings.pipelines_dir)
+        finished = await _ingest_locked(clients, job, event)
+    finally:
+        await lock.release()
+    if not finished:
+        # Out of time for this invocation: the same event, sent again, resumes the job. Sent
+        # after the lock is released; if we die before, this message is redelivered instead.
+        await clients.queue(UPLOADS_QUEUE).send_message(text)
+    return job
+
+
+async def _ingest_locked(clients: Clients, job: str, event: BlobCreated) -> bool:
+    """Ingest while holding the job's lock; False if the time budget ran out first."""
+    # Read again under the lock: the ingest we waited on may have finished meanwhile.
+    manifest = await jobs.load(clients.jobs, job)
+    if manifest is None or manifest.state != State.INGESTING:
+        return True
+    try:
+        pipeline = load_pipeline(manifest.pipeline_name, clients.settings.pipelines_dir)
         if not await _ingest(clients, manifest, pipeline, event):
-            # Out of time for this invocation: the same event, sent again, resumes the job.
-            await clients.queue(UPLOADS_QUEUE).send_message(body if isinstance(body, str) else body.decode())
             log.info("job %s: %d rows ingested; continuing in a new invocation", job, manifest.ingested_rows)
+            return False
     except (ConfigurationError, JobInputError) as exc:
         await fail_job(clients, manifest, exc)
     except jobs.ManifestConflict:
-        log.warning("job %s: another ingest of the same upload is running; this one stops", job)
-    return job
+        log.warning("job %s: the manifest changed under this ingest; it stops", job)
+    return True
 
 
 async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | None:

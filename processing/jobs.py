@@ -61,6 +61,10 @@ def claim_blob(job: str, first_row: int, suffix: str = "") -> str:
     return f"{job}/claims/{first_row:09d}{suffix}.json"
 
 
+def ingest_lock_blob(job: str) -> str:
+    return f"{job}/ingest.lock"
+
+
 def progress_blob(job: str) -> str:
     return f"{job}/progress.json"
 

@@ -163,10 +163,13 @@ async def _complete_once(
             ) from None
         # 401 PermissionDenied is what Azure OpenAI answers while a new role assignment is
         # still propagating (minutes after `azd up`): worth retrying.
-        raise TransientError(
-            f"Azure OpenAI refused the token (401 {code}): {_server_message(exc)}. The identity needs the "
-            "Cognitive Services OpenAI User role on the account; a new assignment takes up to 10 minutes to apply"
-        ) from None
+        hint = (
+            ". The identity needs the Cognitive Services OpenAI User role on the account; a new assignment "
+            "takes up to 10 minutes to apply"
+            if code == "PermissionDenied"
+            else ""  # an expired or malformed token: the next attempt gets a fresh one
+        )
+        raise TransientError(f"Azure OpenAI refused the token (401 {code}): {_server_message(exc)}{hint}") from None
     except openai.PermissionDeniedError as exc:
         raise TransientError(
             f"Azure OpenAI denied access (403 {_error_code(exc)}): {_server_message(exc)}. Check the role "

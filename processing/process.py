@@ -175,9 +175,9 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         await results.append(clients.jobs, spec.job, shard, done, max_blocks=spec.shard_max_blocks)
     if throttled:
         delay = max(t.retry_after for _, t in throttled)
-        await _requeue(
-            clients, spec.job, [r for r, _ in throttled], delay, waits=message.waits + 1, tries=message.tries
-        )
+        # This delivery is free (a 429 is not a failure), but earlier failed ones still count.
+        spent = message.tries + dequeue_count - 1
+        await _requeue(clients, spec.job, [r for r, _ in throttled], delay, waits=message.waits + 1, tries=spent)
     if transient:
         # Some rows of a multi-row message failed: retry just those, with a short backoff.
         await _requeue(
