@@ -33,6 +33,13 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
         "--finalize-interval", type=float, default=2, help="seconds between a job's completion checks (default 2)"
     )
     parser.add_argument(
+        "--storage-auth",
+        choices=("key", "oauth"),
+        default="key",
+        help="key: Azurite's development account (default); oauth: Azurite over HTTPS checking bearer tokens, "
+        "the app given only account URLs and the managed identity, as in Azure",
+    )
+    parser.add_argument(
         "--settings-file",
         type=Path,
         default=APP_ROOT / "local.settings.json",
@@ -81,7 +88,14 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
         return stack, True
     down(cli)  # whatever is left of a half-dead stack goes first
     cli.state_dir.mkdir(parents=True, exist_ok=True)
-    stack = start_stack(cli.state_dir, detached=True, latency_ms=args.latency_ms, rpm=args.rpm, tpm=args.tpm)
+    stack = start_stack(
+        cli.state_dir,
+        detached=True,
+        latency_ms=args.latency_ms,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        storage_auth=getattr(args, "storage_auth", "key"),
+    )
     settings = local_app_settings(stack, args.finalize_interval)
     if not getattr(args, "no_runner", False):
         _start_runner(cli.state_dir, settings)

@@ -42,23 +42,30 @@ def stack_file(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
 
 
-def local_connection_string(state_dir: Path) -> str | None:
+def local_stack(state_dir: Path) -> Stack | None:
     try:
-        return Stack.load(stack_file(state_dir)).connection_string
+        return Stack.load(stack_file(state_dir))
     except (OSError, ValueError, KeyError):
         return None
 
 
 def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
     if local or (account is None and cli.storage_account is None and cli.blob_url is None):
-        conn = local_connection_string(cli.state_dir)
-        if not conn:
+        stack = local_stack(cli.state_dir)
+        if stack is None:
             raise TargetError(
                 "no storage account given and no local stack running: start one with `rowsmith local up`, "
                 "or pass --account NAME (or set AZURE_STORAGE_ACCOUNT, as `azd env get-values` provides)"
             )
-        storage = StorageSettings(connection_string=conn)
-        return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "local stack")
+        # Azurite's development account (over HTTPS, trusting the stack's own CA, in OAuth mode).
+        options = stack.storage_client_options()
+        return Target(
+            BlobServiceClient.from_connection_string(stack.connection_string, **options),
+            QueueServiceClient.from_connection_string(stack.connection_string, **options),
+            True,
+            None,
+            "local stack",
+        )
     name = account or cli.storage_account
     blob = cli.blob_url if not account and cli.blob_url else f"https://{name}.blob.core.windows.net"
     queue = cli.queue_url if not account and cli.queue_url else f"https://{name}.queue.core.windows.net"

@@ -98,3 +98,26 @@ def test_local_up_without_the_runner_is_for_func_start(tmp_path: Path):
     finally:
         code, down = rowsmith(state, "local", "down")
     assert code == 0 and down["stopped"] is True
+
+
+def test_local_up_in_oauth_mode_runs_a_job_with_no_storage_key_in_the_app(tmp_path: Path):
+    state = tmp_path / "state"
+    settings_file = tmp_path / "local.settings.json"
+    code, info = rowsmith(state, "local", "up", "--storage-auth", "oauth", "--settings-file", str(settings_file))
+    try:
+        assert code == 0, info
+        values = json.loads(settings_file.read_text())["Values"]
+        # What the app (and `func start`) gets: account URLs and the managed identity, as in Azure.
+        assert "AzureWebJobsStorage" not in values
+        assert values["AzureWebJobsStorage__blobServiceUri"].startswith("https://127.0.0.1:")
+        assert values["AzureWebJobsStorage__credential"] == "managedidentity"
+        assert not any("AccountKey" in v for v in values.values())
+
+        rows = tmp_path / "rows.csv"
+        rows.write_text("subject,body\n" + "".join(f"s{i},b{i}\n" for i in range(10)), encoding="utf-8")
+        code, job = rowsmith(state, "submit", str(rows), "--pipeline", "summarise", "--wait", "--timeout", "90")
+        assert code == 0, job
+        assert (job["state"], job["ok_rows"]) == ("done", 10)
+    finally:
+        code, down = rowsmith(state, "local", "down")
+    assert code == 0 and down["stopped"] is True
