@@ -28,16 +28,20 @@ log = logging.getLogger(__name__)
 
 def make_blob_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> BlobServiceClient:
     if storage.connection_string:  # Azurite only
-        return BlobServiceClient.from_connection_string(storage.connection_string)
+        return BlobServiceClient.from_connection_string(
+            storage.connection_string, use_env_settings=storage.use_env_proxy
+        )
     assert storage.blob_url
-    return BlobServiceClient(storage.blob_url, credential=credential)
+    return BlobServiceClient(storage.blob_url, credential=credential, use_env_settings=storage.use_env_proxy)
 
 
 def make_queue_service(storage: StorageSettings, credential: AsyncTokenCredential | None) -> QueueServiceClient:
     if storage.connection_string:  # Azurite only
-        return QueueServiceClient.from_connection_string(storage.connection_string)
+        return QueueServiceClient.from_connection_string(
+            storage.connection_string, use_env_settings=storage.use_env_proxy
+        )
     assert storage.queue_url
-    return QueueServiceClient(storage.queue_url, credential=credential)
+    return QueueServiceClient(storage.queue_url, credential=credential, use_env_settings=storage.use_env_proxy)
 
 
 def make_openai(settings: Settings, credential: AsyncTokenCredential) -> AsyncAzureOpenAI:
