@@ -40,6 +40,11 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The benchmarks of docs/benchmarks.md: a table, benchmarks/results.json and benchmarks/out/details.json.
+# About 20 minutes on a 2-core machine; `$(PY) -m benchmarks --quick` is the one-minute smoke run.
+bench: setup
+	$(PY) -m benchmarks --markdown
+
 clean:
 	rm -rf $(VENV) node_modules .rowsmith .pytest_cache .ruff_cache .coverage
 

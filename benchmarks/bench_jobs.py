@@ -1,0 +1,374 @@
+"""Whole jobs through `python -m localdev.runner`: CPU per row, storage transactions, quota use.
+
+The runner's storage connection points at a counting proxy in front of Azurite, so every
+storage request the app makes (ingest, process, finalize, and the runner's own receives,
+deletes and polls) is counted; the benchmark's own uploads and polling go straight to
+Azurite and are not. Counting starts when the BlobCreated event is sent and stops half a
+second after the job's manifest says done.
+
+Floors, measured first (before the runner starts, so it cannot take their messages): a
+bare worker that does only the SDK calls a row needs, with the runner's concurrency,
+through the same proxy: its CPU per row and transactions per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import (
+    PIPELINE_ONE,
+    PIPELINE_QUOTA,
+    PIPELINE_TWENTY,
+    Context,
+    Direct,
+    Result,
+    RunnerProcess,
+    emulator,
+    loadavg,
+    proc_cpu_seconds,
+    proc_memory_mb,
+    run_worker,
+)
+from benchmarks.proxy import CountingProxy, Counts
+from localdev import azurite as azurite_mod
+from processing.jobs import State
+from processing.names import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+
+GRACE = 0.5  # after done: the runner deletes the last finalize message
+POLL = 0.2
+
+
+@dataclass
+class JobRun:
+    label: str
+    rows: int
+    seconds: float  # event sent -> manifest done
+    cpu_seconds: float  # the runner's, over the same span
+    counts: Counts
+    manifest: dict[str, Any]
+    ok_rows: int  # distinct rows answered in the results .jsonl
+    runner_memory: dict[str, float]
+    first_request: float | None = None  # seconds after the event was sent
+    last_answer: float | None = None
+    emulator: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_row(self) -> float:
+        return self.counts.total / self.rows
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "seconds": round(self.seconds, 2),
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "cpu_ms_per_row": round(1000 * self.cpu_seconds / self.rows, 3),
+            "storage_tx": self.counts.as_dict(),
+            "storage_tx_per_row": round(self.per_row, 4),
+            "tx_per_row_by_operation": ops_per_row(self.counts, self.rows),
+            "tx_by_component_per_row": by_component(self.counts, self.rows),
+            "ok_rows": self.ok_rows,
+            "manifest": self.manifest,
+            "runner_memory_mb": self.runner_memory,
+            "first_request_s": self.first_request,
+            "last_answer_s": self.last_answer,
+            "emulator": self.emulator,
+        }
+
+
+def ops_per_row(counts: Counts, rows: int) -> dict[str, float]:
+    return {f"{op} {res}": round(n / rows, 4) for (op, res), n in counts.by_op.most_common()}
+
+
+def component(op: str, resource: str) -> str:
+    """Which part of the app a request belongs to, from what it touched."""
+    if resource in ("queue:uploads", "blob:input", "blob:ingest-lock"):
+        return "finalize" if op == "GetBlobProperties" else "ingest"
+    if resource.endswith("-poison"):
+        return "idle polling (poison queues)"
+    if resource in ("queue:finalize", "blob:progress", "blob:output", "blob:fatal"):
+        return "finalize"
+    if resource == "blob:shard":
+        return "finalize" if op in ("GetBlob", "GetBlobProperties") else "process"
+    if resource == "queue:rows":
+        return "ingest" if op == "PutMessage" else "process"
+    if resource == "blob:manifest":
+        return "manifest (ingest, process, finalize)"
+    return "other"
+
+
+def by_component(counts: Counts, rows: int) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    for (op, res), n in counts.by_op.items():
+        totals[component(op, res)] += n
+    return {name: round(n / rows, 4) for name, n in totals.most_common()}
+
+
+async def _job(
+    ctx: Context,
+    direct: Direct,
+    proxy: CountingProxy,
+    runner: RunnerProcess,
+    *,
+    pipeline: str,
+    rows: int,
+    label: str,
+    watch_emulator: bool = False,
+) -> JobRun:
+    job, event = await direct.upload_input(ctx.csv(rows), pipeline, f"{label}-{rows}.csv")
+    if watch_emulator:
+        await emulator(ctx.stack, "POST", "/_emulator/reset")
+    proxy.reset()
+    cpu0 = proc_cpu_seconds(runner.pid)
+    t0 = time.monotonic()
+    await direct.send_event(event)
+    first_request = last_answer = None
+    previous = t0
+    deadline = t0 + ctx.sizes.job_timeout
+    stats: dict[str, Any] = {}
+    while True:
+        manifest = await direct.manifest(job)
+        now = time.monotonic()
+        if watch_emulator:
+            stats = await emulator(ctx.stack, "GET", "/_emulator/stats")
+            # A change seen now happened since the previous poll: take the middle.
+            middle = (previous + now) / 2 - t0
+            if first_request is None and stats["requests"] > 0:
+                first_request = middle
+            if last_answer is None and stats["answered"] >= rows:
+                last_answer = middle
+        previous = now
+        if manifest is not None and manifest.state in State.FINAL:
+            break
+        if now > deadline:
+            raise TimeoutError(f"{label}: job {job} not done after {ctx.sizes.job_timeout:.0f} s")
+        if not runner.alive():
+            raise RuntimeError(f"{label}: the runner exited; see {runner.log_path}")
+        await asyncio.sleep(POLL)
+    seconds = time.monotonic() - t0
+    await asyncio.sleep(GRACE)
+    counts = proxy.snapshot()
+    cpu = proc_cpu_seconds(runner.pid) - cpu0
+    memory = proc_memory_mb(runner.pid)
+    if watch_emulator:
+        stats = await emulator(ctx.stack, "GET", "/_emulator/stats")
+    ok_rows = 0
+    if manifest.state == State.DONE and manifest.results.get("jsonl"):
+        seen = set()
+        for line in (await direct.download(OUTPUT_CONTAINER, manifest.results["jsonl"])).splitlines():
+            record = json.loads(line)
+            if record.get("status") == "ok":
+                seen.add(record["row"])
+        ok_rows = len(seen)
+    return JobRun(
+        label=label,
+        rows=rows,
+        seconds=seconds,
+        cpu_seconds=cpu,
+        counts=counts,
+        manifest={
+            "job": job,
+            "state": manifest.state,
+            "counts": manifest.counts,
+            "times": {k: round(v - manifest.times.get("created", v), 2) for k, v in manifest.times.items()},
+        },
+        ok_rows=ok_rows,
+        runner_memory=memory,
+        first_request=first_request,
+        last_answer=last_answer,
+        emulator=stats,
+    )
+
+
+async def _bare(ctx: Context, proxy: CountingProxy, env: dict[str, str], rows: int, per_message: int) -> dict[str, Any]:
+    proxy.reset()
+    args = ["bare-rows", str(ctx.csv(rows)), str(rows), str(per_message)]
+    figures = await asyncio.to_thread(run_worker, ctx, args, env)
+    counts = proxy.snapshot()
+    figures.update(
+        loadavg=loadavg(),
+        cpu_ms_per_row=1000 * figures["cpu_seconds"] / rows,
+        storage_tx=counts.as_dict(),
+        storage_tx_per_row=counts.total / rows,
+        tx_per_row_by_operation=ops_per_row(counts, rows),
+    )
+    return figures
+
+
+async def _configure_emulator(ctx: Context, **config: Any) -> None:
+    await emulator(ctx.stack, "POST", "/_emulator/config", {"jitter_ms": 0.0, "fault_rates": {}, **config})
+    await emulator(ctx.stack, "POST", "/_emulator/reset")
+
+
+def _ok(run: JobRun) -> bool:
+    return run.manifest["state"] == State.DONE and run.ok_rows == run.rows
+
+
+async def run(ctx: Context, groups: set[str]) -> list[Result]:
+    sizes = ctx.sizes
+    stack = ctx.stack
+    proxy = CountingProxy(stack.ports.blob, stack.ports.queue)  # type: ignore[arg-type]
+    ports = await proxy.start()
+    proxied = azurite_mod.connection_string(ports["blob"], ports["queue"], stack.ports.table)
+    env = ctx.env(**{STORAGE_CONNECTION: proxied})
+    direct = Direct(ctx.direct)
+    out: list[Result] = []
+    details: dict[str, Any] = {}
+    try:
+        for queue in (UPLOADS_QUEUE, ROWS_QUEUE, FINALIZE_QUEUE):
+            await direct.clear_queue(queue)
+        await _configure_emulator(ctx, latency_ms=0.0, rpm=0, tpm=0)
+        if "jobs" in groups:
+            ctx.log(f"jobs: bare floor, {sizes.job_rows:,} rows, 1 and 20 rows per message")
+            details["bare_1"] = await _bare(ctx, proxy, env, sizes.job_rows, 1)
+            details["bare_20"] = await _bare(ctx, proxy, env, sizes.job_rows, 20)
+            for queue in (ROWS_QUEUE, FINALIZE_QUEUE):
+                await direct.clear_queue(queue)
+        runner = RunnerProcess(env, ctx.workdir / "runner.log")
+        await asyncio.to_thread(runner.start)
+        try:
+            if "jobs" in groups:
+                ctx.log(f"jobs: {sizes.job_rows:,} rows, rows_per_message 1, emulator latency 0")
+                one = await _job(ctx, direct, proxy, runner, pipeline=PIPELINE_ONE, rows=sizes.job_rows, label="job-1")
+                ctx.log(f"jobs: done in {one.seconds:.1f} s; now rows_per_message 20")
+                twenty = await _job(
+                    ctx, direct, proxy, runner, pipeline=PIPELINE_TWENTY, rows=sizes.job_rows, label="job-20"
+                )
+                details["job_1"] = one.summary()
+                details["job_20"] = twenty.summary()
+                out += _job_results(ctx, one, twenty, details)
+            if "quota" in groups:
+                await _configure_emulator(
+                    ctx, latency_ms=sizes.quota_latency_ms, rpm=sizes.quota_rpm, tpm=sizes.quota_tpm
+                )
+                ctx.log(
+                    f"quota: {sizes.quota_rows:,} rows at {sizes.quota_rpm} RPM / {sizes.quota_tpm:,} TPM, "
+                    f"{sizes.quota_latency_ms:g} ms latency (about {sizes.quota_rows / sizes.quota_rpm:.0f} min)"
+                )
+                quota = await _job(
+                    ctx,
+                    direct,
+                    proxy,
+                    runner,
+                    pipeline=PIPELINE_QUOTA,
+                    rows=sizes.quota_rows,
+                    label="quota",
+                    watch_emulator=True,
+                )
+                out.append(_quota_result(ctx, quota, details))
+        finally:
+            await asyncio.to_thread(runner.stop)
+    finally:
+        await _configure_emulator(ctx, latency_ms=0.0, rpm=0, tpm=0)
+        await proxy.stop()
+        await direct.close()
+        ctx.details["jobs"] = details
+    return out
+
+
+def _job_results(ctx: Context, one: JobRun, twenty: JobRun, details: dict[str, Any]) -> list[Result]:
+    for run in (one, twenty):
+        if not _ok(run):
+            raise RuntimeError(f"{run.label}: {run.ok_rows} of {run.rows} rows answered; {run.manifest}")
+    bare1, bare20 = details["bare_1"], details["bare_20"]
+    cpu = 1000 * one.cpu_seconds / one.rows
+    details["notes"] = [
+        "cpu_ms_per_row: the runner process's user+system CPU (/proc/<pid>/stat) from the event to done, "
+        "over the rows: ingest, process, finalize and the runner's polling; the emulator and Azurite run "
+        "in other processes",
+        "baseline of cpu_ms_per_row and storage_tx_per_row_*: the bare worker (the SDK calls a row needs, "
+        "the runner's concurrency), through the same proxy",
+        f"finalize checks every {ctx.sizes.finalize_interval:g} s (ROWSMITH_FINALIZE_INTERVAL_SECONDS); "
+        "their reads and the runner's polls of idle queues are counted, see tx_by_component_per_row",
+    ]
+    return [
+        Result(
+            "cpu_ms_per_row",
+            round(cpu, 3),
+            "ms/row",
+            round(bare1["cpu_ms_per_row"], 3),
+            None,
+            baseline_unit="ms/row (bare SDK calls)",
+            note=f"{cpu / bare1['cpu_ms_per_row']:.2f}x the floor; {one.rows:,} rows in {one.seconds:.1f} s",
+        ),
+        Result(
+            "storage_tx_per_row_1",
+            round(one.per_row, 3),
+            "tx/row",
+            round(bare1["storage_tx_per_row"], 3),
+            "<= 4",
+            one.per_row <= 4,
+            baseline_unit="tx/row (bare floor)",
+            note=f"{one.counts.total:,} requests for {one.rows:,} rows",
+        ),
+        Result(
+            "storage_tx_per_row_20",
+            round(twenty.per_row, 3),
+            "tx/row",
+            round(bare20["storage_tx_per_row"], 3),
+            "< 1",
+            twenty.per_row < 1,
+            baseline_unit="tx/row (bare floor)",
+            note=f"{twenty.counts.total:,} requests for {twenty.rows:,} rows",
+        ),
+    ]
+
+
+def _quota_result(ctx: Context, run: JobRun, details: dict[str, Any]) -> Result:
+    sizes = ctx.sizes
+    rpm = sizes.quota_rpm
+    lost = run.rows - run.ok_rows
+    summary = run.summary()
+    if run.first_request is None or run.last_answer is None:
+        raise RuntimeError(f"quota: the emulator never saw the job's requests ({run.emulator})")
+    span = max(run.last_answer - run.first_request, 1e-3)
+    value = run.rows / (span / 60) / rpm
+    submit_to_done = run.rows / (run.seconds / 60) / rpm
+    # A 60-s sliding window admits a whole minute's quota at once when a job starts, so the most
+    # rows a span of T can see answered is rpm * (T/60 + 1).
+    window_capacity = run.rows / (rpm * (span / 60 + 1))
+    stats = run.emulator
+    summary.update(
+        rpm=rpm,
+        tpm=sizes.quota_tpm,
+        latency_ms=sizes.quota_latency_ms,
+        limiter_settings=ctx.details.get("limiter_settings"),
+        span_first_request_to_last_answer_s=round(span, 2),
+        utilisation_first_request_to_last_answer=round(value, 4),
+        utilisation_submit_to_done=round(submit_to_done, 4),
+        utilisation_of_window_capacity=round(window_capacity, 4),
+        rows_lost=lost,
+        http_429_sent=stats.get("throttled"),
+        quota_429_sent=stats.get("quota_throttled"),
+        requests=stats.get("requests"),
+        answered=stats.get("answered"),
+        tokens=stats.get("tokens"),
+        notes=[
+            "value: rows / (last answer - first request) in rows per minute, over the quota's RPM; "
+            "times from polling /_emulator/stats every 0.2 s",
+            "with a 60-s sliding window, a client that sends a whole minute's quota at once at the start "
+            f"can reach {(run.rows / rpm) / max(run.rows / rpm - 1, 1e-9):.2f} on a {run.rows:,}-row job; "
+            "a client pacing evenly at the quota reaches 1.0",
+            "utilisation_of_window_capacity: rows over what the window could have admitted in the span, "
+            "rpm * (span/60 + 1): 1.0 for the best possible client, bursting or not",
+        ],
+    )
+    details["quota"] = summary
+    passed = value >= 0.9 and lost == 0 and run.manifest["state"] == State.DONE
+    return Result(
+        "quota_utilisation",
+        round(value, 3),
+        "x quota",
+        float(rpm),
+        ">= 0.9, 0 rows lost",
+        passed,
+        baseline_unit="rows/min (the quota's RPM)",
+        note=(
+            f"{stats.get('throttled', 0):,} 429s sent; {lost} rows lost; submit->done {submit_to_done:.3f}; "
+            f"of window capacity {window_capacity:.3f}"
+        ),
+    )
