@@ -119,11 +119,12 @@ async def run(ctx: Context) -> list[Result]:
             "each run on a fresh stack",
             "cpu_ratio = the ceiling's CPU over ingest's for the same rows: the same comparison, less sensitive "
             "to other load on the machine",
-            "app_client_vs_bare_client: the ceiling with the queue client built as processing/clients.py "
-            "builds it (from_connection_string, use_env_settings left on) over a bare client "
-            "(use_env_settings=False), in rows/s; _cpu: the same in CPU per row",
+            "app_client_vs_bare_client: the ceiling with the queue client built by processing.clients."
+            "make_queue_service over a bare client (use_env_settings=False), in rows/s; _cpu: the same in CPU "
+            "per row. Below 1 means processing's client construction costs throughput (before commit f84819e "
+            "it left use_env_settings on: 0.48)",
             "whatif_ingest_ratio_with_bare_clients: handle_upload of the side-run rows with processing's storage "
-            "clients built with use_env_settings=False, over the bare ceiling of the same rows",
+            "clients replaced by bare ones, over the bare ceiling of the same rows",
         ],
     }
     return [
