@@ -303,6 +303,21 @@ def azurite_command(
     return command
 
 
+QUEUE_GC_PRELOAD = Path(__file__).with_name("azurite_queue_gc.cjs")
+
+
+def azurite_env(queue_gc_interval_ms: int | None = None) -> dict[str, str] | None:
+    """Azurite's environment: inherited, unless the queue GC interval is changed (a preload)."""
+    if queue_gc_interval_ms is None:
+        return None
+    if queue_gc_interval_ms <= 0:
+        raise ValueError(f"queue_gc_interval_ms must be positive, not {queue_gc_interval_ms}")
+    env = dict(os.environ)
+    env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {QUEUE_GC_PRELOAD}".strip()
+    env["ROWSMITH_AZURITE_QUEUE_GC_MS"] = str(int(queue_gc_interval_ms))
+    return env
+
+
 def start_azurite(
     workdir: Path,
     *,
@@ -317,12 +332,14 @@ def start_azurite(
     detached: bool = False,
     timeout: float = 30.0,
     executable: Path | None = None,
+    queue_gc_interval_ms: int | None = None,
 ) -> Azurite:
     """Start Azurite with blob, queue and table on loopback ports (free ones unless given).
 
     Logs go to `workdir/azurite.log` (with `debug`, Azurite's request log to
     `workdir/azurite-debug.log`). A persistent instance keeps its data in `location`,
-    by default `workdir/azurite-data`.
+    by default `workdir/azurite-data`. `queue_gc_interval_ms`: how often Azurite's queue
+    garbage collector runs instead of every 60 s (see azurite_queue_gc.cjs; benchmarks only).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     picked = iter(free_ports(3))
@@ -346,7 +363,7 @@ def start_azurite(
         oauth=oauth,
     )
     # cwd=workdir: whatever Azurite writes beside itself stays out of the checkout.
-    process = spawn(command, log_path=log_path, cwd=workdir, detached=detached)
+    process = spawn(command, log_path=log_path, cwd=workdir, env=azurite_env(queue_gc_interval_ms), detached=detached)
     azurite = Azurite(
         blob_port,
         queue_port,

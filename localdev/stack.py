@@ -318,6 +318,7 @@ def start_stack(
     debug: bool = False,
     timeout: float = 60.0,
     storage_auth: str = STORAGE_AUTH_KEY,
+    azurite_queue_gc_ms: int | None = None,
 ) -> Stack:
     """Start Azurite, the identity endpoint and the emulator; return once all answer.
 
@@ -326,7 +327,7 @@ def start_stack(
     `in_memory=False` keeps Azurite's data in `workdir/azurite-data` across restarts.
     `storage_auth="oauth"`: Azurite over HTTPS taking bearer tokens, and app settings with
     no key (see the module docstring); "key" (the default) gives the app Azurite's
-    development connection string.
+    development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
     """
     storage_auth = _checked_storage_auth(storage_auth)
     workdir = workdir.resolve()
@@ -362,7 +363,14 @@ def start_stack(
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
         services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
         services["azurite"] = _start_azurite(
-            workdir, picked, in_memory=in_memory, debug=debug, detached=detached, timeout=timeout, oauth=oauth
+            workdir,
+            picked,
+            in_memory=in_memory,
+            debug=debug,
+            detached=detached,
+            timeout=timeout,
+            oauth=oauth,
+            queue_gc_interval_ms=azurite_queue_gc_ms,
         )
         for name in ("identity", "emulator"):
             _wait_ready(services[name], getattr(picked, name), timeout)
@@ -504,6 +512,7 @@ def _start_azurite(
     detached: bool,
     timeout: float,
     oauth: azurite_mod.OAuthOptions | None = None,
+    queue_gc_interval_ms: int | None = None,
 ) -> Service:
     instance = azurite_mod.start_azurite(
         workdir,
@@ -515,6 +524,7 @@ def _start_azurite(
         detached=detached,
         timeout=timeout,
         oauth=oauth,
+        queue_gc_interval_ms=queue_gc_interval_ms,
     )
     assert instance.log_path is not None
     return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)

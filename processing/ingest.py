@@ -162,12 +162,12 @@ BAD_CHARS = 4 * 1024 * 1024
 class _Batcher:
     """Groups consecutive rows into messages, splitting at shard boundaries and size limits."""
 
-    def __init__(self, job: str, manifest: Manifest, pipeline: Pipeline, clients: Clients) -> None:
-        self.job = job
+    def __init__(self, manifest: Manifest, pipeline: Pipeline, clients: Clients, enqueuer: Enqueuer) -> None:
+        self.job = manifest.job
         self.manifest = manifest
         self.per_message = pipeline.rows_per_message
         self.clients = clients
-        self.enqueuer = Enqueuer(clients.rows_queue, clients.settings.ingest_concurrency)
+        self.enqueuer = enqueuer
         self.pending: list[Row] = []
         self.bad: dict[int, list[Record]] = {}
         self.bad_chars = 0  # characters held in `bad`
@@ -315,7 +315,7 @@ async def _stream_rows(
     """Parse the file and enqueue its rows, checkpointing; the number of data rows, or None
     if the deadline passed first (everything up to `manifest.ingested_rows` is enqueued)."""
     settings = clients.settings
-    async with stream:
+    async with stream, Enqueuer(clients.rows_queue, settings.ingest_concurrency) as enqueuer:
         header = stream.header
         _check_header(header, pipeline, name)
         if not manifest.header:
@@ -325,7 +325,7 @@ async def _stream_rows(
             manifest.output_columns = added_columns(header, pipeline.output.fields)
         manifest.ingest_passes += 1
         await jobs.save(clients.jobs, manifest)
-        batcher = _Batcher(manifest.job, manifest, pipeline, clients)
+        batcher = _Batcher(manifest, pipeline, clients, enqueuer)
         next_checkpoint = resume_from + settings.ingest_checkpoint_rows
         async for batch in stream.batches():
             for parsed in batch:

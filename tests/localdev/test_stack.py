@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,32 @@ def test_azurite_command_in_oauth_mode(tmp_path: Path) -> None:
         OAuthOptions(cert=tmp_path / "c.pem", key=tmp_path / "k.pem", level="full")
     generated = OAuthOptions.generate(tmp_path / "tls")
     assert generated.ca == tmp_path / "tls" / "ca.pem" and generated.cert.is_file() and generated.key.is_file()
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_azurite_queue_gc_interval_is_applied(tmp_path: Path) -> None:
+    # The benchmarks rely on it: Azurite's own debug log shows the interval its queue GC sleeps for.
+    sleeps = "QueueGCManager:markSweepLoop() Sleep for {}\n"
+    azurite = start_azurite(tmp_path, debug=True, queue_gc_interval_ms=123_456)
+    try:
+        assert _wait_for_text(tmp_path / "azurite-debug.log", sleeps.format(123456))
+    finally:
+        azurite.stop()
+    default = start_azurite(tmp_path / "default", debug=True)
+    try:
+        assert _wait_for_text(tmp_path / "default" / "azurite-debug.log", sleeps.format(60000))
+    finally:
+        default.stop()
+
+
+def test_azurite_queue_gc_interval_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        start_azurite(tmp_path, queue_gc_interval_ms=0)
