@@ -12,9 +12,11 @@ the deployment (processing/limiter.py). What happens to each row depends on how 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -62,23 +64,47 @@ class JobSpec:
 
 
 class _SpecCache:
-    """Per-process cache: a job's spec is read once per instance, not once per message."""
+    """Per-process cache: a job's spec is read once per instance, not once per message.
+
+    The job's state is read again every `finalize_interval_seconds`: once a job is done or
+    failed, its rows still in the queue (a row throttled past the stall deadline, a duplicate
+    delivery) are dropped instead of costing a model call each, for ever in the case of a
+    quota that never frees. One read serves every concurrent message of the job (an
+    instance runs about 24 at once), so that is one small read per job per instance per
+    interval, and one at the start of a job.
+    """
 
     def __init__(self, size: int = 256) -> None:
-        self._items: OrderedDict[str, JobSpec] = OrderedDict()
+        self._items: OrderedDict[str, tuple[JobSpec, float]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[JobSpec | None]] = {}
         self._size = size
         self.fatal: dict[str, str] = {}
 
     async def get(self, clients: Clients, job: str) -> JobSpec | None:
-        spec = self._items.get(job)
-        if spec:
+        cached = self._items.get(job)
+        if cached and time.monotonic() - cached[1] < clients.settings.finalize_interval_seconds:
             self._items.move_to_end(job)
-            return spec
+            return cached[0]
+        loading = self._loading.get(job)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            loading = asyncio.ensure_future(self._load(clients, job, cached[0] if cached else None))
+            self._loading[job] = loading
+            loading.add_done_callback(functools.partial(self._forget, job))
+        # Shielded: one caller cancelled (its invocation timed out) must not cancel the others' read.
+        return await asyncio.shield(loading)
+
+    def _forget(self, job: str, done: asyncio.Future[JobSpec | None]) -> None:
+        if self._loading.get(job) is done:
+            del self._loading[job]
+
+    async def _load(self, clients: Clients, job: str, spec: JobSpec | None) -> JobSpec | None:
         manifest = await jobs.load(clients.jobs, job)
-        if manifest is None or not manifest.header or manifest.state == State.FAILED:
+        if manifest is None or not manifest.header or manifest.state in State.FINAL:
+            self._items.pop(job, None)
             return None
-        spec = JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
-        self._items[job] = spec
+        spec = spec or JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
+        self._items[job] = (spec, time.monotonic())
+        self._items.move_to_end(job)
         if len(self._items) > self._size:
             self._items.popitem(last=False)
         return spec
@@ -134,7 +160,7 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
     message = RowsMessage.from_json(body)
     spec = await _specs.get(clients, message.job)
     if spec is None:
-        log.warning("job %s is unknown or failed; dropping its rows message", message.job)
+        log.info("job %s is unknown, done or failed: its rows message is dropped", message.job)
         return
     rows = await _load_rows(clients, message)
     outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))

@@ -19,7 +19,7 @@ from processing import clients as clients_module
 from processing import jobs
 from processing.messages import BlobCreated
 from processing.settings import get_settings
-from tests.integration.harness import app_settings, download, emulated_text, local_target, manifest
+from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,34 @@ async def test_each_function_does_its_step(stack: Stack, app_env: None):
     out = (await download(stack, "output", "echo/direct.results.csv")).decode().splitlines()
     assert out[0] == "id,text,answer,status,error"
     assert out[1:] == [f"{i},hello {i},{emulated_text(f'Row {i}: hello {i}')},ok," for i in range(10)]
+
+
+async def test_a_jobs_concurrent_messages_share_one_manifest_read_and_stop_once_it_is_done(
+    stack: Stack, app_env: None, monkeypatch: pytest.MonkeyPatch
+):
+    data = "id,text\n" + "".join(f"{i},hello {i}\n" for i in range(24))
+    job, rows, final = await upload_and_ingest(stack, "echo/herd.csv", data)
+    reads: list[str] = []
+    real_load = jobs.load
+
+    async def counting_load(container, job_id):  # the real read, counted
+        reads.append(job_id)
+        return await real_load(container, job_id)
+
+    monkeypatch.setattr(jobs, "load", counting_load)
+    # An instance takes up to 24 messages at once; with the cache stale (interval 0 here),
+    # they must not each read the manifest.
+    await asyncio.gather(*(user_function(function_app.process_rows)(message(body, n)) for body, n in rows))
+    assert reads.count(job) == 1
+    await user_function(function_app.finalize_job)(message(final))
+    assert (await manifest(stack, job)).state == "done"
+
+    # A late duplicate of a row of a finished job is dropped: it costs no model call.
+    await emulator(stack, "POST", "/_emulator/reset")
+    await user_function(function_app.process_rows)(message(rows[3][0], 2))
+    assert (await emulator(stack, "GET", "/_emulator/stats"))["requests"] == 0
+    out = (await download(stack, "output", "echo/herd.results.csv")).decode().splitlines()
+    assert len(out) == 25
 
 
 async def test_a_poisoned_rows_message_records_its_rows_as_failed(stack: Stack, app_env: None):
