@@ -251,7 +251,12 @@ SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
         "10000",
         "Rows per results shard (append blob), at most 20000: keeps shards under 50,000 blocks.",
     ),
-    SettingDoc("ROWSMITH_FINALIZE_INTERVAL_SECONDS", "10", "Delay between a job's completion checks."),
+    SettingDoc(
+        "ROWSMITH_FINALIZE_INTERVAL_SECONDS",
+        "10",
+        "Delay between a job's completion checks; also how often each instance re-reads the state of the jobs "
+        "it is processing.",
+    ),
     SettingDoc("ROWSMITH_INGEST_CONCURRENCY", "32", "Queue sends in flight while a file is ingested."),
     SettingDoc(
         "ROWSMITH_INGEST_CHECKPOINT_ROWS",
