@@ -9,10 +9,8 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -264,57 +262,6 @@ def run_worker(ctx: Context, args: list[str], env: Mapping[str, str], *, timeout
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"worker {args[0]} exited with {process.returncode}; log tail:\n{tail}")
     return json.loads(lines[-1])
-
-
-class RunnerProcess:
-    """`python -m localdev.runner` driving function_app.py, as `rowsmith local up` starts it."""
-
-    def __init__(self, env: Mapping[str, str], log: Path) -> None:
-        self.env = dict(env)
-        self.log_path = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ready = threading.Event()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, timeout: float = 60) -> RunnerProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
-            cwd=APP_ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"the runner did not start; see {self.log_path}")
-        return self
-
-    def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        with self.log_path.open("ab") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                log.flush()
-                if line.startswith(b'{"ready": "runner"'):
-                    self._ready.set()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
 
 
 # --- storage and the emulator, seen from the benchmark (direct to Azurite, never counted) ---------

@@ -13,10 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,6 +23,7 @@ from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from localdev import runner_process as localdev_runner
 from localdev.stack import Stack
 from processing import jobs
 from processing.clients import make_blob_service, make_queue_service
@@ -47,63 +44,16 @@ def emulated_text(user_message: str) -> str:
     return f"emulated answer {hashlib.sha256(user_message.encode()).hexdigest()[:16]}"
 
 
-class RunnerProcess:
-    """`python -m localdev.runner` driving function_app.py, as `rowsmith local up` starts it."""
+class RunnerProcess(localdev_runner.RunnerProcess):
+    """The runner with a stack's app settings: its storage connection comes from `settings`
+    only, never from this process's environment."""
 
     def __init__(self, settings: Mapping[str, str], log: Path) -> None:
-        self.settings = dict(settings)
-        self.log_path = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ready = threading.Event()
-
-    def start(self, timeout: float = 30) -> RunnerProcess:
-        # The app's storage connection comes from `settings` only, never from this process.
+        self.settings = dict(settings)  # what the test asked for, apart from the inherited environment
         env = {k: v for k, v in os.environ.items() if not k.startswith(STORAGE_CONNECTION)}
-        env.update(self.settings)
+        env.update(settings)
         env["PYTHONPATH"] = str(APP_ROOT)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
-            cwd=APP_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"runner did not start; log:\n{self.log_path.read_text()[-3000:]}")
-        return self
-
-    def _pump(self) -> None:
-        assert self.process and self.process.stdout
-        with self.log_path.open("ab") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                log.flush()
-                if b"ready" in line.lower():
-                    self._ready.set()
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> RunnerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(env, log)
 
 
 def app_settings(stack: Stack, **overrides: str) -> dict[str, str]:
