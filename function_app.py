@@ -14,8 +14,7 @@ import azure.functions as func
 
 from processing import finalize, ingest, process
 from processing.clients import get_clients
-from processing.messages import BadMessage
-from processing.names import (
+from processing.layout import (
     FINALIZE_POISON_QUEUE,
     FINALIZE_QUEUE,
     ROWS_POISON_QUEUE,
@@ -24,6 +23,7 @@ from processing.names import (
     UPLOADS_POISON_QUEUE,
     UPLOADS_QUEUE,
 )
+from processing.messages import BadMessage
 
 app = func.FunctionApp()
 log = logging.getLogger("rowsmith")

@@ -1,7 +1,7 @@
 """Finalize: the seconds and peak memory of the check that merges a job's result lines.
 
 Set-up (not timed): a manifest in `processing` state and result shards holding every row
-but the last, written with `processing.results.append` as process_rows writes them. Then,
+but the last, written with `processing.shards.append` as process_rows writes them. Then,
 each in a fresh process: one finalize check that scans those lines (what the checks
 during a job do, incrementally), the last row's record is appended, and the measured
 check: it reads the new tail, sees every row and writes the ordered, de-duplicated
@@ -17,20 +17,23 @@ import uuid
 from typing import Any
 
 from benchmarks.common import HEADER, PIPELINE_ONE, Context, Direct, Result, loadavg, row_cells, run_worker
-from processing import jobs, results
+from processing import job_store, shards
 from processing.columns import added_columns
-from processing.jobs import Manifest, State
-from processing.names import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER
+from processing.layout import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER
+from processing.manifest import Manifest
 from processing.pipelines import load_pipeline
-from processing.results import Record
+from processing.records import Record
+from processing.settings import DEFAULTS
+from processing.states import JobState
 
-SHARD_ROWS = 10_000  # ROWSMITH_SHARD_ROWS's default
+SHARD_ROWS = DEFAULTS["shard_rows"]
+MAX_BLOCKS = DEFAULTS["shard_max_blocks"]
 
 
 def _record(index: int) -> Record:
     cells = row_cells(index)
     answer = f"emulated answer {hashlib.sha256(cells[2].encode()).hexdigest()[:16]}"
-    return Record(index, results.OK, cells, answer=answer, usage=(44, 9))
+    return Record.answered(index, cells, answer, (44, 9))
 
 
 async def _set_up(ctx: Context, direct: Direct, lines: int) -> str:
@@ -45,7 +48,7 @@ async def _set_up(ctx: Context, direct: Direct, lines: int) -> str:
         source_etag="0x8DCBENCH",
         pipeline_name=PIPELINE_ONE,
         output_prefix=f"{PIPELINE_ONE}/finalize-{lines}-{job}",
-        state=State.PROCESSING,
+        state=JobState.PROCESSING,
         pipeline=pipeline.to_dict(),
         header=list(HEADER),
         output_columns=added_columns(HEADER, pipeline.output.fields),
@@ -54,12 +57,12 @@ async def _set_up(ctx: Context, direct: Direct, lines: int) -> str:
         total_rows=lines,
         ingested_rows=lines,
     )
-    if not await jobs.create(container, manifest):
+    if not await job_store.create(container, manifest):
         raise RuntimeError(f"manifest of {job} exists already")
     for shard in range(manifest.shards):
         first = shard * SHARD_ROWS
         last = min(lines - 1, first + SHARD_ROWS)  # the job's very last row comes later
-        await results.append(container, job, shard, [_record(i) for i in range(first, last)])
+        await shards.append(container, job, shard, [_record(i) for i in range(first, last)], max_blocks=MAX_BLOCKS)
     return job
 
 
@@ -73,15 +76,15 @@ async def run(ctx: Context) -> list[Result]:
         await direct.clear_queue(FINALIZE_QUEUE)
         ctx.log("finalize: a check that scans them (not the figure)")
         scan = await asyncio.to_thread(run_worker, ctx, ["finalize", job], env)
-        if scan["state"] != State.PROCESSING:
+        if scan["state"] != JobState.PROCESSING:
             raise RuntimeError(f"the scanning check ended as {scan}")
         await direct.clear_queue(FINALIZE_QUEUE)  # it rescheduled itself
         container = direct.blobs.get_container_client(JOBS_CONTAINER)
-        await results.append(container, job, (lines - 1) // SHARD_ROWS, [_record(lines - 1)])
+        await shards.append(container, job, (lines - 1) // SHARD_ROWS, [_record(lines - 1)], max_blocks=MAX_BLOCKS)
         ctx.log(f"finalize: the merge of {lines:,} lines")
         merge = await asyncio.to_thread(run_worker, ctx, ["finalize", job], env)
         merge["loadavg"] = loadavg()
-        if merge["state"] != State.DONE or merge["counts"].get("ok") != lines:
+        if merge["state"] != JobState.DONE or merge["counts"].get("ok") != lines:
             raise RuntimeError(f"the merging check ended as {merge}")
         csv_bytes = await direct.blob_size(OUTPUT_CONTAINER, merge["results"]["csv"])
         jsonl_bytes = await direct.blob_size(OUTPUT_CONTAINER, merge["results"]["jsonl"])

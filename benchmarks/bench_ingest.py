@@ -22,8 +22,8 @@ from typing import Any
 
 from benchmarks.common import PIPELINE_ONE, Context, Direct, Result, loadavg, run_worker, stop_workers
 from localdev.stack import Stack, start_stack
-from processing.jobs import State
-from processing.names import ROWS_QUEUE
+from processing.layout import ROWS_QUEUE
+from processing.states import JobState
 
 QUEUE_GC_MS = 3_600_000  # Azurite's queue GC: once an hour instead of every 60 s (see the docstring)
 APP_CLIENT_ROWS = 10_000  # the client-construction comparison is a side note: smaller is enough
@@ -57,7 +57,7 @@ async def _ingest(ctx: Context, rows: int, *, bare_clients: bool = False) -> dic
         event_file.write_text(event)
         args = ["ingest", str(event_file)] + (["--bare-clients"] if bare_clients else [])
         figures = await asyncio.to_thread(run_worker, ctx, args, ctx.env(stack))
-        if figures["job"] != job or figures["state"] != State.PROCESSING or figures["rows"] != rows:
+        if figures["job"] != job or figures["state"] != JobState.PROCESSING or figures["rows"] != rows:
             raise RuntimeError(f"ingest of {rows} rows ended as {figures}")
         await _expect_rows(direct, rows, f"ingest of {rows} rows")
         return figures

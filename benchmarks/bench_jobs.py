@@ -39,8 +39,8 @@ from benchmarks.proxy import CountingProxy, Counts
 from localdev import azurite as azurite_mod
 from localdev.runner_process import RunnerProcess
 from localdev.stack import Stack, start_stack
-from processing.jobs import State
-from processing.names import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.layout import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.states import FINAL_STATES, JobState
 
 GRACE = 0.5  # after done: the runner deletes the last finalize message
 POLL = 0.2
@@ -142,7 +142,7 @@ async def _job(ctx: Context, rig: _Rig, *, pipeline: str, rows: int, label: str,
             if last_answer is None and stats["answered"] >= rows:
                 last_answer = middle
         previous = now
-        if manifest is not None and manifest.state in State.FINAL:
+        if manifest is not None and manifest.state in FINAL_STATES:
             break
         if now > deadline:
             raise TimeoutError(f"{label}: job {job} not done after {ctx.sizes.job_timeout:.0f} s")
@@ -157,7 +157,7 @@ async def _job(ctx: Context, rig: _Rig, *, pipeline: str, rows: int, label: str,
     if watch:
         stats = {**await emulator(stack, "GET", "/_emulator/stats"), "longest_pause_s": round(longest, 2)}
     ok_rows = 0
-    if manifest.state == State.DONE and manifest.results.get("jsonl"):
+    if manifest.state == JobState.DONE and manifest.results.get("jsonl"):
         seen = set()
         for line in (await direct.download(OUTPUT_CONTAINER, manifest.results["jsonl"])).splitlines():
             record = json.loads(line)
@@ -205,7 +205,7 @@ async def _configure_emulator(stack: Stack, **config: Any) -> None:
 
 
 def _ok(run: JobRun) -> bool:
-    return run.manifest["state"] == State.DONE and run.ok_rows == run.rows
+    return run.manifest["state"] == JobState.DONE and run.ok_rows == run.rows
 
 
 @dataclass
@@ -392,7 +392,7 @@ def _quota_result(ctx: Context, run: JobRun, details: dict[str, Any]) -> Result:
         ],
     )
     details["quota"] = summary
-    passed = value >= 0.9 and lost == 0 and run.manifest["state"] == State.DONE
+    passed = value >= 0.9 and lost == 0 and run.manifest["state"] == JobState.DONE
     return Result(
         "quota_utilisation",
         round(value, 3),

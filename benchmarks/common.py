@@ -23,11 +23,12 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.stack import Stack
-from processing import jobs
-from processing.jobs import Manifest, State
+from processing import job_store, layout
+from processing.layout import INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
+from processing.manifest import Manifest
 from processing.messages import BlobCreated
-from processing.names import INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
 from processing.settings import APP_ROOT
+from processing.states import FINAL_STATES
 
 BENCH_DIR = Path(__file__).resolve().parent
 PIPELINES_DIR = BENCH_DIR / "pipelines"
@@ -290,19 +291,19 @@ class Direct:
         event = BlobCreated.make_event(
             url=blob.url, container=INPUT_CONTAINER, blob=blob_name, etag=etag, size=path.stat().st_size
         )
-        return jobs.job_id_for(blob.url, etag), event
+        return layout.job_id_for(blob.url, etag), event
 
     async def send_event(self, event: str) -> None:
         await self.queues.get_queue_client(UPLOADS_QUEUE).send_message(event)
 
     async def manifest(self, job: str) -> Manifest | None:
-        return await jobs.load(self.blobs.get_container_client(JOBS_CONTAINER), job)
+        return await job_store.load(self.blobs.get_container_client(JOBS_CONTAINER), job)
 
     async def wait_final(self, job: str, timeout: float, poll: float = 0.2) -> Manifest:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = await self.manifest(job)
-            if found is not None and found.state in State.FINAL:
+            if found is not None and found.state in FINAL_STATES:
                 return found
             await asyncio.sleep(poll)
         raise TimeoutError(f"job {job} did not finish within {timeout:.0f} s")

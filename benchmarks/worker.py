@@ -38,11 +38,11 @@ from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from processing import jobs
+from processing import job_store, layout
 from processing.clients import build_clients, make_openai, make_queue_service
 from processing.identity import make_credential
+from processing.layout import JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
 from processing.messages import Row, RowsMessage
-from processing.names import JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
 from processing.settings import Settings
 
 BLOCK = 4 * 1024 * 1024
@@ -120,7 +120,7 @@ async def ingest(args: argparse.Namespace) -> dict[str, Any]:
             return {}
 
         figures = await _timed(work)
-        manifest = await jobs.load(clients.jobs, holder["job"])
+        manifest = await job_store.load(clients.jobs, holder["job"])
         assert manifest is not None
         figures.update(job=manifest.job, state=manifest.state, rows=manifest.total_rows or 0)
         return figures
@@ -178,7 +178,7 @@ async def finalize(args: argparse.Namespace) -> dict[str, Any]:
             return {}
 
         figures = await _timed(work)
-        manifest = await jobs.load(clients.jobs, args.job)
+        manifest = await job_store.load(clients.jobs, args.job)
         assert manifest is not None
         figures.update(state=manifest.state, results=manifest.results, counts=manifest.counts)
         return figures
@@ -190,7 +190,7 @@ async def finalize_floor(args: argparse.Namespace) -> dict[str, Any]:
     blobs = _blobs(Settings.from_env())
     container = blobs.get_container_client(JOBS_CONTAINER)
     output = blobs.get_container_client(OUTPUT_CONTAINER)
-    manifest = await jobs.load(container, args.job)
+    manifest = await job_store.load(container, args.job)
     assert manifest is not None
     filler = b"x" * BLOCK
 
@@ -207,7 +207,7 @@ async def finalize_floor(args: argparse.Namespace) -> dict[str, Any]:
     async def work() -> dict[str, Any]:
         read = 0
         for shard in range(manifest.shards):
-            stream = await container.download_blob(jobs.shard_blob(args.job, shard))
+            stream = await container.download_blob(layout.shard_blob(args.job, shard))
             read += len(await stream.readall())
         await write(f"bench-floor/{args.job}.csv", args.csv_bytes)
         await write(f"bench-floor/{args.job}.jsonl", args.jsonl_bytes)
@@ -230,7 +230,7 @@ async def bare_rows(args: argparse.Namespace) -> dict[str, Any]:
     openai = make_openai(settings, credential)
     queue = queues.get_queue_client(ROWS_QUEUE)
     job = f"bench-bare-{uuid.uuid4().hex[:8]}"
-    shard = blobs.get_blob_client(JOBS_CONTAINER, jobs.shard_blob(job, 0))
+    shard = blobs.get_blob_client(JOBS_CONTAINER, layout.shard_blob(job, 0))
     with open(args.csv, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         next(reader)

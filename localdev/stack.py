@@ -48,7 +48,7 @@ from localdev.ports import (
     terminate_pid,
     wait_for_port,
 )
-from processing.names import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
+from processing.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
 from processing.settings import DEFAULT_API_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

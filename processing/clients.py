@@ -13,17 +13,13 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from openai import AsyncAzureOpenAI
 
 from processing.identity import make_credential
-from processing.names import (
-    FINALIZE_QUEUE,
-    INPUT_CONTAINER,
-    JOBS_CONTAINER,
-    OPENAI_SCOPE,
-    OUTPUT_CONTAINER,
-    ROWS_QUEUE,
-)
+from processing.layout import FINALIZE_QUEUE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
 from processing.settings import Settings, StorageSettings, get_settings
 
 log = logging.getLogger(__name__)
+
+# Token scope of Azure OpenAI (the `/.default` form; ManagedIdentityCredential strips it).
+OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 # A download's first GET would otherwise fetch up to 32 MiB, and the SDK keeps it (and a

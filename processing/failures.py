@@ -17,20 +17,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing import jobs
+from processing import job_store
 from processing.clients import Clients
 from processing.errors import ConfigurationError
-from processing.jobs import Manifest, State
+from processing.layout import error_report_blob, fatal_blob
+from processing.manifest import Manifest
+from processing.states import JobState
 
 log = logging.getLogger(__name__)
-
-
-def fatal_blob(job: str) -> str:
-    return f"{job}/fatal.json"
-
-
-def error_report_name(manifest: Manifest) -> str:
-    return f"{manifest.output_prefix}.error.json"
 
 
 def describe(exc: Exception) -> dict[str, str]:
@@ -47,11 +41,11 @@ async def fail_job(
 ) -> None:
     detail = exc if isinstance(exc, dict) else describe(exc)
     log.error("job %s failed: %s", manifest.job, detail["error"])
-    manifest.state = State.FAILED
+    manifest.state = JobState.FAILED
     manifest.error = detail
     manifest.stamp("finished")
     if report:
-        name = error_report_name(manifest)
+        name = error_report_blob(manifest.output_prefix)
         body: dict[str, Any] = {
             "job": manifest.job,
             "source": f"{manifest.source_container}/{manifest.source_blob}",
@@ -66,7 +60,7 @@ async def fail_job(
             content_settings=ContentSettings(content_type="application/json"),
         )
         manifest.results = {"error_report": name}
-    await jobs.save(clients.jobs, manifest)
+    await job_store.save(clients.jobs, manifest)
 
 
 async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:

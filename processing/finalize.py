@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,17 +28,20 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobClient
 
-from processing import jobs, results
+from processing import job_store, shards
 from processing.cells import safe_row
 from processing.clients import Clients
 from processing.columns import unique_header
+from processing.completion import Completion, Step, completion, first_step, stall_reason
 from processing.csvstream import CsvStream, ParsedRow
 from processing.errors import JobInputError
 from processing.failures import fail_job, read_fatal
-from processing.jobs import Manifest, State
+from processing.layout import normalise_etag, progress_blob, results_blobs
+from processing.manifest import Manifest
 from processing.messages import FinalizeMessage
 from processing.pipelines import Pipeline
-from processing.results import Record
+from processing.records import Record, parse_lines
+from processing.states import JobState, RowCode
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class Progress:
 async def _load_progress(clients: Clients, manifest: Manifest) -> Progress:
     total = manifest.total_rows or 0
     try:
-        stream = await clients.jobs.download_blob(jobs.progress_blob(manifest.job))
+        stream = await clients.jobs.download_blob(progress_blob(manifest.job))
         progress = Progress.from_bytes(await stream.readall(), stream.properties.etag)
     except ResourceNotFoundError:
         progress = Progress()
@@ -111,7 +114,7 @@ async def _save_progress(clients: Clients, manifest: Manifest, progress: Progres
         else {"match_condition": MatchConditions.IfMissing}
     )
     try:
-        result = await clients.jobs.get_blob_client(jobs.progress_blob(manifest.job)).upload_blob(
+        result = await clients.jobs.get_blob_client(progress_blob(manifest.job)).upload_blob(
             progress.to_bytes(), overwrite=True, **kwargs
         )
     except (ResourceModifiedError, ResourceExistsError):
@@ -127,33 +130,24 @@ async def _scan(clients: Clients, manifest: Manifest, progress: Progress) -> Non
         if progress.all_seen(first, min(total, first + manifest.shard_rows)):
             continue  # complete: later appends can only be duplicates, so spare the request
         offsets = progress.offsets[shard]
-        segment = 0
-        while True:
-            blob = clients.jobs.get_blob_client(jobs.shard_blob(manifest.job, shard, segment))
-            try:
-                props = await blob.get_blob_properties()
-            except ResourceNotFoundError:
-                break
-            if len(offsets) <= segment:
+        async for segment in shards.segments(clients.jobs, manifest.job, shard, max_blocks=manifest.shard_max_blocks):
+            if len(offsets) <= segment.number:
                 offsets.append(0)
-            start = offsets[segment]
-            if props.size > start:
-                data = await (await blob.download_blob(offset=start, length=props.size - start)).readall()
+            start = offsets[segment.number]
+            size = segment.properties.size
+            if size > start:
+                data = await (await segment.blob.download_blob(offset=start, length=size - start)).readall()
                 # Appends are whole lines; stop at the last newline in case a block landed mid-read.
                 end = data.rfind(b"\n") + 1
-                _count(progress, results.parse_lines(data[:end]), total)
-                offsets[segment] = start + end
-            # Appenders move to the next segment only once this one is this full (results.append).
-            if (props.append_blob_committed_block_count or 0) < manifest.shard_max_blocks:
-                break
-            segment += 1
+                _count(progress, parse_lines(data[:end]), total)
+                offsets[segment.number] = start + end
 
 
 def _count(progress: Progress, records: Iterable[Record], total: int) -> None:
     for record in records:
         if 0 <= record.index < total and progress.mark(record.index):
             progress.seen += 1
-            if record.status == results.OK:
+            if record.ok:
                 progress.ok += 1
                 progress.prompt_tokens += record.usage[0]
                 progress.completion_tokens += record.usage[1]
@@ -207,7 +201,7 @@ class _BlockWriter:
 
 def _row_out(width: int, fields: tuple[str, ...], record: Record) -> tuple[list[str], list[str]]:
     cells = list(record.cells[:width]) + [""] * max(0, width - len(record.cells))
-    if record.status == results.OK:
+    if record.ok:
         answers = (
             [_cell_text(record.answer)]
             if len(fields) == 1 and not isinstance(record.answer, dict)
@@ -225,7 +219,7 @@ async def _superseded(clients: Clients, manifest: Manifest) -> bool:
         props = await blob.get_blob_properties()
     except ResourceNotFoundError:
         return False  # deleted, not replaced: this job's results are still the latest
-    return jobs.normalise_etag(props.etag) != manifest.source_etag
+    return normalise_etag(props.etag) != manifest.source_etag
 
 
 class _SourceRows:
@@ -287,16 +281,14 @@ class _SourceRows:
             await self._stream.__aexit__(None, None, None)
 
 
-async def _shard_segments(clients: Clients, manifest: Manifest, shard: int) -> AsyncIterator[bytes]:
-    """Every segment of a shard, in order (a missing shard has none)."""
-    segment = 0
-    while True:
-        try:
-            stream = await clients.jobs.download_blob(jobs.shard_blob(manifest.job, shard, segment))
-            yield await stream.readall()
-        except ResourceNotFoundError:
-            return
-        segment += 1
+async def _shard_records(clients: Clients, manifest: Manifest, shard: int) -> dict[int, Record]:
+    """The first record of each row of a shard, read over its segments in order."""
+    first: dict[int, Record] = {}
+    async for segment in shards.segments(clients.jobs, manifest.job, shard, max_blocks=manifest.shard_max_blocks):
+        data = await (await segment.blob.download_blob()).readall()
+        for record in parse_lines(data):
+            first.setdefault(record.index, record)
+    return first
 
 
 def _missing_text(manifest: Manifest) -> str:
@@ -308,9 +300,7 @@ def _missing_text(manifest: Manifest) -> str:
 async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
     missing = _missing_text(manifest)
     manifest.superseded = await _superseded(clients, manifest)
-    base = f"{manifest.output_prefix}.{manifest.job}" if manifest.superseded else manifest.output_prefix
-    csv_name = f"{base}.results.csv"
-    jsonl_name = f"{base}.results.jsonl"
+    csv_name, jsonl_name = results_blobs(manifest.output_prefix, manifest.job, superseded=manifest.superseded)
     csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8")
     jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson")
     fields = Pipeline.from_dict(manifest.pipeline).output.fields
@@ -326,15 +316,12 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
         await source.open()
     try:
         for shard in range(manifest.shards):
-            first: dict[int, Record] = {}
-            async for data in _shard_segments(clients, manifest, shard):
-                for record in results.parse_lines(data):
-                    first.setdefault(record.index, record)
+            first = await _shard_records(clients, manifest, shard)
             start = shard * manifest.shard_rows
             for index in range(start, min(total, start + manifest.shard_rows)):
                 record = first.get(index)
                 if record is None:
-                    record = Record(index, results.ERROR, await source.cells(index), error=missing, code="missing")
+                    record = Record.failed(index, await source.cells(index), RowCode.MISSING, missing)
                 cells, added = _row_out(width, fields, record)
                 writer.writerow(safe_row(cells + added, manifest.pipeline))
                 line: dict[str, Any] = {
@@ -342,7 +329,7 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
                     "input": dict(zip(keys, cells, strict=True)),
                     "status": record.status,
                 }
-                if record.status == results.OK:
+                if record.ok:
                     line["answer"] = record.answer
                     line["usage"] = {"prompt_tokens": record.usage[0], "completion_tokens": record.usage[1]}
                 else:
@@ -364,11 +351,13 @@ async def _write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]
 
 async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     message = FinalizeMessage.from_json(body)
-    manifest = await jobs.load(clients.jobs, message.job)
-    if manifest is None or manifest.state in State.FINAL:
+    manifest = await job_store.load(clients.jobs, message.job)
+    step = first_step(manifest.state if manifest else None)
+    if step == Step.STOP:
         return
+    assert manifest is not None
     interval = max(1, round(clients.settings.finalize_interval_seconds))
-    if manifest.state == State.INGESTING:
+    if step == Step.WAIT:
         await _reschedule(clients, message, interval)
         return
     fatal = await read_fatal(clients, manifest.job)
@@ -388,27 +377,24 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
     total = manifest.total_rows or 0
     stall = clients.settings.stall_timeout_seconds
-    if progress.seen < total and now - progress.changed_at >= stall:
+    verdict = completion(total=total, seen=progress.seen, idle_seconds=now - progress.changed_at, stall_seconds=stall)
+    if verdict == Completion.STALLED:
         missing = total - progress.seen
-        manifest.incomplete = {
-            "missing": missing,
-            "reason": f"the job made no progress for {stall:g} s (ROWSMITH_STALL_TIMEOUT_SECONDS), so it was "
-            f"completed with {missing} row(s) missing; re-run them by uploading those rows again",
-        }
+        manifest.incomplete = {"missing": missing, "reason": stall_reason(missing, stall)}
         manifest.counts["missing"] = missing
         log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
-    if progress.seen >= total or manifest.incomplete:
+    if verdict != Completion.PENDING:
         manifest.results = await _write_outputs(clients, manifest)
-        manifest.state = State.DONE
+        manifest.state = JobState.DONE
         manifest.stamp("finished")
     elif progress.seen > before:
         manifest.stamp("first_result")
     try:
-        await jobs.save(clients.jobs, manifest)
-    except jobs.ManifestConflict:
+        await job_store.save(clients.jobs, manifest)
+    except job_store.ManifestConflict:
         log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
         return
-    if manifest.state == State.DONE:
+    if manifest.state == JobState.DONE:
         log.info("job %s done: %s", manifest.job, manifest.counts)
         return
     await _reschedule(clients, message, interval)

@@ -19,7 +19,7 @@ import time
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from processing import jobs, results
+from processing import claims, job_store, shards
 from processing.clients import Clients
 from processing.columns import added_columns
 from processing.csvstream import CsvStream, ParsedRow
@@ -27,46 +27,45 @@ from processing.enqueue import Enqueuer
 from processing.errors import ConfigurationError, JobInputError
 from processing.failures import fail_job
 from processing.hostconfig import max_dequeue_count
-from processing.jobs import Manifest, State
+from processing.layout import (
+    INPUT_CONTAINER,
+    UPLOADS_QUEUE,
+    ingest_lock_blob,
+    job_id_for,
+    normalise_etag,
+    output_prefix,
+    route,
+    starts_a_job,
+)
 from processing.lock import LEASE_SECONDS, BlobLock
-from processing.messages import INLINE_LIMIT, BlobCreated, FinalizeMessage, Row, RowsMessage
-from processing.names import INPUT_CONTAINER, UPLOADS_QUEUE
-from processing.pipelines import Pipeline, load_pipeline, route
-from processing.results import Record
+from processing.manifest import Manifest
+from processing.messages import BlobCreated, FinalizeMessage, Row, RowsMessage
+from processing.pipelines import Pipeline, load_pipeline
+from processing.records import Record
+from processing.states import FINAL_STATES, JobState
 
 log = logging.getLogger(__name__)
-
-
-def _output_prefix(pipeline: str, rest: str) -> str:
-    stem = rest[:-4] if rest.lower().endswith(".csv") else rest
-    return f"{pipeline}/{stem}"
-
-
-def _starts_a_job(event: BlobCreated) -> bool:
-    # Event Grid filters on the input/ prefix and .csv (case-insensitively); check anyway,
-    # since anyone with queue access could enqueue an event.
-    return event.container == INPUT_CONTAINER and event.blob.lower().endswith(".csv")
 
 
 async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
     """The upload's job, created on first sight; every duplicate event finds the same one."""
     pipeline_name, rest = route(event.blob)
-    job = jobs.job_id_for(event.url, event.etag)
-    manifest = await jobs.load(clients.jobs, job)
+    job = job_id_for(event.url, event.etag)
+    manifest = await job_store.load(clients.jobs, job)
     if manifest is None:
         manifest = Manifest(
             job=job,
             source_container=event.container,
             source_blob=event.blob,
             source_url=event.url,
-            source_etag=jobs.normalise_etag(event.etag),
+            source_etag=normalise_etag(event.etag),
             pipeline_name=pipeline_name,
-            output_prefix=_output_prefix(pipeline_name, rest),
+            output_prefix=output_prefix(pipeline_name, rest),
             shard_rows=clients.settings.shard_rows,
             shard_max_blocks=clients.settings.shard_max_blocks,
         )
-        if not await jobs.create(clients.jobs, manifest):
-            manifest = await jobs.load(clients.jobs, job)  # a concurrent duplicate created it first
+        if not await job_store.create(clients.jobs, manifest):
+            manifest = await job_store.load(clients.jobs, job)  # a concurrent duplicate created it first
             assert manifest is not None
     return manifest
 
@@ -74,19 +73,19 @@ async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
 async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
     """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
     event = BlobCreated.from_event(body)
-    if not _starts_a_job(event):
+    if not starts_a_job(event.container, event.blob):
         log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
         return None
     manifest = await _job_for(clients, event)
     job = manifest.job
-    if manifest.state != State.INGESTING:
+    if manifest.state != JobState.INGESTING:
         log.info("job %s is already %s: duplicate BlobCreated event ignored", job, manifest.state)
         return job
     text = body if isinstance(body, str) else body.decode()
-    lock = BlobLock(clients.jobs, jobs.ingest_lock_blob(job))
+    lock = BlobLock(clients.jobs, ingest_lock_blob(job))
     if not await lock.acquire():
         # Another ingest is reading this upload, or one died holding the lease (it lapses within
-        # a minute). Look again after that, as a fresh message: waiting costs no dequeue attempt,
+        # 15 s). Look again after that, as a fresh message: waiting costs no dequeue attempt,
         # and once the job has left `ingesting` the copy is ignored.
         log.info("job %s: another ingest of this upload holds the lock; checking again in %d s", job, LEASE_SECONDS)
         await clients.queue(UPLOADS_QUEUE).send_message(text, visibility_timeout=LEASE_SECONDS)
@@ -105,8 +104,8 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
 async def _ingest_locked(clients: Clients, job: str, event: BlobCreated) -> bool:
     """Ingest while holding the job's lock; False if the time budget ran out first."""
     # Read again under the lock: the ingest we waited on may have finished meanwhile.
-    manifest = await jobs.load(clients.jobs, job)
-    if manifest is None or manifest.state != State.INGESTING:
+    manifest = await job_store.load(clients.jobs, job)
+    if manifest is None or manifest.state != JobState.INGESTING:
         return True
     try:
         pipeline = load_pipeline(manifest.pipeline_name, clients.settings.pipelines_dir)
@@ -115,7 +114,7 @@ async def _ingest_locked(clients: Clients, job: str, event: BlobCreated) -> bool
             return False
     except (ConfigurationError, JobInputError) as exc:
         await fail_job(clients, manifest, exc)
-    except jobs.ManifestConflict:
+    except job_store.ManifestConflict:
         log.warning("job %s: the manifest changed under this ingest; it stops", job)
     return True
 
@@ -123,10 +122,10 @@ async def _ingest_locked(clients: Clients, job: str, event: BlobCreated) -> bool
 async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | None:
     """An upload whose ingest failed every attempt: fail its job with a report, never silently."""
     event = BlobCreated.from_event(body)
-    if not _starts_a_job(event):
+    if not starts_a_job(event.container, event.blob):
         return None
     manifest = await _job_for(clients, event)
-    if manifest.state in State.FINAL:
+    if manifest.state in FINAL_STATES:
         return manifest.job
     await fail_job(
         clients,
@@ -174,7 +173,7 @@ class _Batcher:
         self.max_row_bytes = clients.settings.max_row_bytes
 
     def shard(self, index: int) -> int:
-        return index // self.manifest.shard_rows
+        return self.manifest.shard_of(index)
 
     def _row_error(self, parsed: ParsedRow, width: int) -> tuple[str, str]:
         """(message, code) if the row cannot be sent to the model, else ("", "")."""
@@ -203,7 +202,7 @@ class _Batcher:
     async def add(self, parsed: ParsedRow, width: int) -> None:
         error, code = self._row_error(parsed, width)
         if error:
-            rec = Record(parsed.index, results.ERROR, parsed.cells, error=error, code=code)
+            rec = Record.failed(parsed.index, parsed.cells, code, error)
             self.bad.setdefault(self.shard(parsed.index), []).append(rec)
             self.bad_chars += sum(map(len, parsed.cells))
             await self.flush()  # keep rows contiguous in messages
@@ -224,8 +223,9 @@ class _Batcher:
             await self._send(rows)
 
     async def _send(self, rows: tuple[Row, ...]) -> None:
-        text = RowsMessage(self.job, rows).to_json()
-        if len(text.encode()) <= INLINE_LIMIT:
+        message = RowsMessage(self.job, rows)
+        text = claims.inline(message)
+        if text is not None:
             await self.enqueuer.send(text)
         elif len(rows) > 1:
             half = len(rows) // 2
@@ -233,9 +233,7 @@ class _Batcher:
             await self._send(rows[half:])
         else:
             # Claim check: the row goes to a blob and the message names it.
-            name = jobs.claim_blob(self.job, rows[0].index)
-            await self.clients.jobs.upload_blob(name, RowsMessage.rows_json(rows).encode(), overwrite=True)
-            await self.enqueuer.send(RowsMessage(self.job, claim=name).to_json())
+            await self.enqueuer.send(await claims.store(self.clients.jobs, message))
 
     async def checkpoint(self) -> None:
         await self.flush()
@@ -244,7 +242,7 @@ class _Batcher:
 
     async def _append_bad(self) -> None:
         for shard, records in self.bad.items():
-            await results.append(self.clients.jobs, self.job, shard, records, max_blocks=self.manifest.shard_max_blocks)
+            await shards.append(self.clients.jobs, self.job, shard, records, max_blocks=self.manifest.shard_max_blocks)
         self.bad.clear()
         self.bad_chars = 0
 
@@ -295,9 +293,9 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
     await clients.finalize_queue.send_message(FinalizeMessage(manifest.job).to_json(), visibility_timeout=delay)
     manifest.total_rows = total
     manifest.ingested_rows = total
-    manifest.state = State.PROCESSING
+    manifest.state = JobState.PROCESSING
     manifest.stamp("ingested")
-    await jobs.save(clients.jobs, manifest)
+    await job_store.save(clients.jobs, manifest)
     log.info("job %s: %d rows enqueued from %s", manifest.job, total, name)
     return True
 
@@ -324,7 +322,7 @@ async def _stream_rows(
             manifest.pipeline = pipeline.to_dict()
             manifest.output_columns = added_columns(header, pipeline.output.fields)
         manifest.ingest_passes += 1
-        await jobs.save(clients.jobs, manifest)
+        await job_store.save(clients.jobs, manifest)
         batcher = _Batcher(manifest, pipeline, clients, enqueuer)
         next_checkpoint = resume_from + settings.ingest_checkpoint_rows
         async for batch in stream.batches():
@@ -333,7 +331,7 @@ async def _stream_rows(
                 if parsed.index + 1 >= next_checkpoint:
                     await batcher.checkpoint()
                     manifest.ingested_rows = parsed.index + 1
-                    await jobs.save(clients.jobs, manifest)
+                    await job_store.save(clients.jobs, manifest)
                     next_checkpoint = manifest.ingested_rows + settings.ingest_checkpoint_rows
                     if time.monotonic() >= deadline:
                         return None

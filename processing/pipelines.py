@@ -231,11 +231,3 @@ def load_pipeline(name: str, directory: Path) -> Pipeline:
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"pipeline {source} is not valid TOML: {exc}", where=source, fix=_fix(source)) from None
     return _build(name, data, source=source)
-
-
-def route(blob_name: str) -> tuple[str, str]:
-    """`<pipeline>/<rest>` → (pipeline, rest); a file at the top of the container uses default."""
-    head, sep, rest = blob_name.partition("/")
-    if not sep:
-        return "default", blob_name
-    return head, rest

@@ -2,36 +2,33 @@
 
 Rows of a message run concurrently, each taking its turn from the instance's limiter for
 the deployment (processing/limiter.py). What happens to each row depends on how it ended:
-  answered or a permanent error  -> recorded in the job's results shard
-  429, or no turn within 15 s    -> re-enqueued with that delay; no dequeue attempt used
-  transient (5xx, timeout, ...)  -> the message is retried by the host (or re-enqueued if only
-                                    some rows failed); on the last attempt, recorded as an error
-  configuration (404, 401)       -> the job is marked fatal once; finalize fails it with a report
+the decision table is processing/row_outcomes.py; a configuration error (404, 401) marks the
+job fatal once, and finalize fails it with a report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import random
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from processing import jobs, model, results
+from processing import claims, job_store, model, row_outcomes, shards
 from processing.clients import Clients
 from processing.errors import ConfigurationError, RowError, Throttled, TransientError
 from processing.failures import mark_fatal
 from processing.hostconfig import max_dequeue_count
-from processing.jobs import Manifest, State
 from processing.limiter import limiter_for
-from processing.messages import INLINE_LIMIT, Row, RowsMessage
+from processing.manifest import Manifest
+from processing.messages import Row, RowsMessage
 from processing.pipelines import Pipeline
 from processing.prompts import BoundTemplate
-from processing.results import Record
+from processing.records import Record
+from processing.row_outcomes import Requeue
+from processing.states import FINAL_STATES, RowCode
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +95,8 @@ class _SpecCache:
             del self._loading[job]
 
     async def _load(self, clients: Clients, job: str, spec: JobSpec | None) -> JobSpec | None:
-        manifest = await jobs.load(clients.jobs, job)
-        if manifest is None or not manifest.header or manifest.state in State.FINAL:
+        manifest = await job_store.load(clients.jobs, job)
+        if manifest is None or not manifest.header or manifest.state in FINAL_STATES:
             self._items.pop(job, None)
             return None
         spec = spec or JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
@@ -115,7 +112,7 @@ _specs = _SpecCache()
 
 async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Exception:
     if spec.job in _specs.fatal:
-        return Record(row.index, results.ERROR, list(row.cells), error=_specs.fatal[spec.job], code="config")
+        return Record.failed(row.index, row.cells, RowCode.CONFIG, _specs.fatal[spec.job])
     settings = clients.settings
     limiter = limiter_for(
         spec.deployment, spec.pipeline.rpm or settings.openai_rpm, spec.pipeline.tpm or settings.openai_tpm
@@ -132,28 +129,14 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
             limiter=limiter,
         )
     except RowError as exc:
-        return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code=exc.code)
+        return Record.failed(row.index, row.cells, exc.code, str(exc))
     except ConfigurationError as exc:
         _specs.fatal[spec.job] = str(exc)
         await mark_fatal(clients, spec.job, exc)
-        return Record(row.index, results.ERROR, list(row.cells), error=str(exc), code="config")
+        return Record.failed(row.index, row.cells, RowCode.CONFIG, str(exc))
     except (Throttled, TransientError) as exc:
         return exc
-    return Record(
-        row.index,
-        results.OK,
-        list(row.cells),
-        answer=answer.value,
-        usage=(answer.prompt_tokens, answer.completion_tokens),
-    )
-
-
-async def _load_rows(clients: Clients, message: RowsMessage) -> tuple[Row, ...]:
-    if message.rows:
-        return message.rows
-    assert message.claim
-    stream = await clients.jobs.download_blob(message.claim)
-    return RowsMessage.parse_rows(json.loads(await stream.readall()))
+    return Record.answered(row.index, row.cells, answer.value, (answer.prompt_tokens, answer.completion_tokens))
 
 
 async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -> None:
@@ -162,73 +145,40 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
     if spec is None:
         log.info("job %s is unknown, done or failed: its rows message is dropped", message.job)
         return
-    rows = await _load_rows(clients, message)
+    rows = await claims.rows_of(clients.jobs, message)
     outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))
-
-    done: list[Record] = []
-    throttled: list[tuple[Row, Throttled]] = []
-    transient: list[tuple[Row, Exception]] = []
-    for row, outcome in zip(rows, outcomes, strict=True):
-        if isinstance(outcome, Record):
-            done.append(outcome)
-        elif isinstance(outcome, Throttled):
-            throttled.append((row, outcome))
-        else:
-            transient.append((row, outcome))
-
-    # `tries` carries attempts already spent by rows re-enqueued from a partly failed message.
-    attempts = dequeue_count + message.tries
-    last_attempt = attempts >= max_dequeue_count()
-    if transient and last_attempt:
-        # Out of attempts: record the real reason now instead of losing it in the poison queue.
-        for row, exc in transient:
-            done.append(
-                Record(
-                    row.index,
-                    results.ERROR,
-                    list(row.cells),
-                    error=f"gave up after {attempts} attempts: {exc}",
-                    code="transient",
-                )
-            )
-        transient = []
-    if transient and not done and not throttled:
+    plan = row_outcomes.plan(
+        rows,
+        outcomes,
+        dequeue_count=dequeue_count,
+        tries=message.tries,
+        waits=message.waits,
+        max_dequeue=max_dequeue_count(),
+    )
+    if plan.retry:
         # Nothing succeeded: let the host retry the whole message (dequeue count, then poison).
-        raise TransientError(str(transient[0][1]))
-
-    if done:
+        raise TransientError(plan.retry)
+    if plan.record:
         shard = rows[0].index // spec.shard_rows
-        await results.append(clients.jobs, spec.job, shard, done, max_blocks=spec.shard_max_blocks)
-    if throttled:
-        delay = max(t.retry_after for _, t in throttled)
-        # This delivery is free (a 429 is not a failure), but earlier failed ones still count.
-        spent = message.tries + dequeue_count - 1
-        await _requeue(clients, spec.job, [r for r, _ in throttled], delay, waits=message.waits + 1, tries=spent)
-    if transient:
-        # Some rows of a multi-row message failed: retry just those, with a short backoff.
-        await _requeue(
-            clients, spec.job, [r for r, _ in transient], 2.0 * attempts, waits=message.waits, tries=attempts
-        )
+        await shards.append(clients.jobs, spec.job, shard, plan.record, max_blocks=spec.shard_max_blocks)
+    for requeue in plan.requeue:
+        await _requeue(clients, spec.job, requeue)
 
 
-async def _requeue(clients: Clients, job: str, rows: list[Row], delay: float, *, waits: int, tries: int) -> None:
+async def _requeue(clients: Clients, job: str, requeue: Requeue) -> None:
     # Jitter spreads a burst of throttled rows so they do not all return in the same second.
-    visibility = min(MAX_VISIBILITY, max(1, round(delay * random.uniform(1.0, 1.2) + 0.5)))
-    message = RowsMessage(job, tuple(rows), waits=waits, tries=tries)
-    text = message.to_json()
-    if len(text.encode()) > INLINE_LIMIT:
-        # Rows that came by claim check go back by claim check: a queue message holds 64 KiB.
-        name = jobs.claim_blob(job, rows[0].index, suffix=f"-{uuid.uuid4().hex[:8]}")
-        await clients.jobs.upload_blob(name, RowsMessage.rows_json(tuple(rows)).encode(), overwrite=True)
-        text = RowsMessage(job, claim=name, waits=waits, tries=tries).to_json()
+    visibility = min(MAX_VISIBILITY, max(1, round(requeue.delay * random.uniform(1.0, 1.2) + 0.5)))
+    message = RowsMessage(job, requeue.rows, waits=requeue.waits, tries=requeue.tries)
+    # Rows that came by claim check go back by claim check: a queue message holds 64 KiB.
+    text = claims.inline(message) or await claims.store(clients.jobs, message, unique=True)
     await clients.rows_queue.send_message(text, visibility_timeout=visibility)
 
 
 async def handle_poison(body: str | bytes, clients: Clients) -> None:
     """A rows message that failed every attempt: record its rows as failed, so the job completes."""
     message = RowsMessage.from_json(body)
-    rows = await _load_rows(clients, message)
-    manifest = await jobs.load(clients.jobs, message.job)
+    rows = await claims.rows_of(clients.jobs, message)
+    manifest = await job_store.load(clients.jobs, message.job)
     if manifest is None:
         log.error("poison message for unknown job %s dropped", message.job)
         return
@@ -236,6 +186,6 @@ async def handle_poison(body: str | bytes, clients: Clients) -> None:
         f"failed {max_dequeue_count()} times (the worker crashed or timed out each time); "
         "see the function logs for the error"
     )
-    records = [Record(r.index, results.ERROR, list(r.cells), error=reason, code="poison") for r in rows]
-    shard = rows[0].index // manifest.shard_rows
-    await results.append(clients.jobs, message.job, shard, records, max_blocks=manifest.shard_max_blocks)
+    records = [Record.failed(r.index, r.cells, RowCode.POISON, reason) for r in rows]
+    shard = manifest.shard_of(rows[0].index)
+    await shards.append(clients.jobs, message.job, shard, records, max_blocks=manifest.shard_max_blocks)

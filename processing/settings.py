@@ -1,44 +1,48 @@
-"""The one place that reads the environment.
+"""The one place that reads the environment, and the table of every setting the app reads.
 
-Every other module receives a `Settings` (or a value from it). `get_settings()` reads
-the environment once per process; tests build their own with `Settings.from_env({...})`.
+`SETTINGS_REFERENCE` is declarative: each entry names the variable, its default, how it is
+parsed and checked, and what it means. `Settings` takes its defaults from it, `from_env` reads
+exactly its names, the README's configuration table is rendered from it (`markdown_table`,
+checked by a test) and tests/infra checks the Bicep against it. Every other module receives a
+`Settings` (or a value from it); `get_settings()` reads the environment once per process, and
+tests build their own with `Settings.from_env({...})`.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from processing.errors import ConfigurationError
-from processing.names import STORAGE_CONNECTION
+from processing.layout import STORAGE_CONNECTION
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY")
 DEFAULT_API_VERSION = "2024-10-21"
 
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"setting {name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigurationError(f"setting {name}={value} must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise ConfigurationError(f"setting {name}={value} must be at most {maximum}")
-    return value
+Parser = Callable[[str, str], Any]  # (setting name, raw text) -> value; raises ConfigurationError
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def whole(minimum: int = 1, maximum: int | None = None) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"setting {name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigurationError(f"setting {name}={value} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigurationError(f"setting {name}={value} must be at most {maximum}")
+        return value
+
+    return parse
+
+
+def number(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -46,6 +50,220 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigurationError(f"setting {name}={value} must not be negative")
     return value
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the environment variable (an app setting in Azure)
+    description: str
+    default: Any = None  # the value when unset or blank
+    attribute: str = ""  # the `Settings` field it fills; "" when read another way (storage, identity)
+    parse: Parser = text
+    shown: str = ""  # the default as the README shows it, when not `default` itself
+    azure: bool = False  # set by infra/ on the Function App
+
+    @property
+    def documented_default(self) -> str:
+        """The README's default column ("" when there is none)."""
+        if self.shown:
+            return self.shown
+        return "" if self.default is None else str(self.default)
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        raw = env.get(self.name, "").strip()
+        return self.parse(self.name, raw) if raw else self.default
+
+
+SETTINGS_REFERENCE: tuple[Setting, ...] = (
+    Setting(
+        f"{STORAGE_CONNECTION}__blobServiceUri",
+        "Blob endpoint of the storage account, for the identity-based connection.",
+        azure=True,
+    ),
+    Setting(
+        f"{STORAGE_CONNECTION}__queueServiceUri",
+        "Queue endpoint of the storage account, for the identity-based connection.",
+        azure=True,
+    ),
+    Setting(
+        f"{STORAGE_CONNECTION}__accountName",
+        "Alternative to the two URIs: the storage account name (public cloud endpoints).",
+    ),
+    Setting(
+        STORAGE_CONNECTION,
+        "Local development only: Azurite's connection string. Never set in Azure (it would carry a key).",
+    ),
+    Setting(
+        "AZURE_OPENAI_ENDPOINT",
+        "Azure OpenAI endpoint, `https://<name>.openai.azure.com`.",
+        attribute="openai_endpoint",
+        parse=url,
+        shown="(required)",
+        azure=True,
+    ),
+    Setting(
+        "AZURE_OPENAI_DEPLOYMENT",
+        "Model deployment used by pipelines that do not name one.",
+        default="gpt-4o-mini",
+        attribute="openai_deployment",
+        azure=True,
+    ),
+    Setting(
+        "AZURE_OPENAI_API_VERSION",
+        "Azure OpenAI data-plane API version.",
+        default=DEFAULT_API_VERSION,
+        attribute="openai_api_version",
+        azure=True,
+    ),
+    Setting(
+        "AZURE_OPENAI_API_KEY",
+        "Opt-out of keyless auth (logged as a warning). Leave unset; the deployment disables keys anyway.",
+        attribute="openai_api_key",
+    ),
+    Setting(
+        "AZURE_OPENAI_TIMEOUT_SECONDS",
+        "Timeout of one model call.",
+        default=60.0,
+        attribute="openai_timeout_seconds",
+        parse=number,
+        shown="60",
+    ),
+    Setting(
+        "AZURE_OPENAI_MAX_RETRIES",
+        "Quick in-call retries of connection errors, timeouts and 5xx (429s are re-queued, never slept on).",
+        default=2,
+        attribute="openai_max_retries",
+        parse=whole(minimum=0),
+    ),
+    Setting(
+        "AZURE_OPENAI_RPM",
+        "Requests per minute one instance may send, for pipelines without `rpm` (0: not paced; "
+        "429s still slow it down). The Bicep sets the deployment's whole quota.",
+        default=0,
+        attribute="openai_rpm",
+        parse=whole(minimum=0),
+        azure=True,
+    ),
+    Setting(
+        "AZURE_OPENAI_TPM",
+        "Tokens per minute (prompt + max_tokens) one instance may send, for pipelines without `tpm`.",
+        default=0,
+        attribute="openai_tpm",
+        parse=whole(minimum=0),
+        azure=True,
+    ),
+    Setting(
+        "IDENTITY_ENDPOINT",
+        "Managed identity endpoint; when present the app uses ManagedIdentityCredential.",
+        shown="(set by the platform)",
+    ),
+    Setting("WEBSITE_INSTANCE_ID", "Marks a run inside Azure Functions.", shown="(set by the platform)"),
+    Setting(
+        "HTTPS_PROXY",
+        "Standard proxy variable (also HTTP_PROXY). Storage clients consult the environment's proxy settings "
+        "only when one of them is set.",
+    ),
+    Setting("HTTP_PROXY", "See HTTPS_PROXY."),
+    Setting(
+        "AZURE_CLIENT_ID",
+        "Client id of a user-assigned identity; unset means system-assigned.",
+        attribute="client_id",
+    ),
+    Setting(
+        "ROWSMITH_PIPELINES_DIR",
+        "Folder of pipeline files (`<name>.toml`).",
+        default=APP_ROOT / "pipelines",
+        attribute="pipelines_dir",
+        parse=path,
+        shown="pipelines/",
+    ),
+    Setting(
+        "ROWSMITH_SHARD_ROWS",
+        "Rows per results shard (append blob), at most 20000: keeps shards under 50,000 blocks.",
+        default=10_000,
+        attribute="shard_rows",
+        # An append blob takes 50,000 blocks; duplicates and retries need headroom.
+        parse=whole(maximum=20_000),
+    ),
+    Setting(
+        "ROWSMITH_FINALIZE_INTERVAL_SECONDS",
+        "Delay between a job's completion checks; also how often each instance re-reads the state of the jobs "
+        "it is processing.",
+        default=10.0,
+        attribute="finalize_interval_seconds",
+        parse=number,
+        shown="10",
+    ),
+    Setting(
+        "ROWSMITH_INGEST_CONCURRENCY",
+        "Queue sends in flight while a file is ingested.",
+        default=32,
+        attribute="ingest_concurrency",
+        parse=whole(),
+    ),
+    Setting(
+        "ROWSMITH_INGEST_CHECKPOINT_ROWS",
+        "Rows between ingest checkpoints (resume point after a crash).",
+        default=5_000,
+        attribute="ingest_checkpoint_rows",
+        parse=whole(),
+    ),
+    Setting(
+        "ROWSMITH_MAX_ROW_BYTES",
+        "Hard limit of one row's size; larger rows become row errors.",
+        default=1_048_576,
+        attribute="max_row_bytes",
+        parse=whole(minimum=1024),
+    ),
+    Setting(
+        "ROWSMITH_SHARD_MAX_BLOCKS",
+        "Blocks after which a results shard (append blob, limit 50,000) continues in a new blob.",
+        default=45_000,
+        attribute="shard_max_blocks",
+        # Appenders that have not noticed a full shard yet need the headroom before the hard limit.
+        parse=whole(maximum=50_000),
+    ),
+    Setting(
+        "ROWSMITH_STALL_TIMEOUT_SECONDS",
+        "A job with no new result for this long is completed, its missing rows marked `missing`.",
+        default=3600.0,
+        attribute="stall_timeout_seconds",
+        parse=number,
+        shown="3600",
+    ),
+    Setting(
+        "ROWSMITH_INGEST_BUDGET_SECONDS",
+        "Time one ingest invocation reads a file before handing over to a fresh one (functionTimeout is 10 min).",
+        default=480.0,
+        attribute="ingest_budget_seconds",
+        parse=number,
+        shown="480",
+    ),
+)
+
+# The default of the setting that fills `Settings.<attribute>` (and the manifest's shard geometry):
+# written once, in the table above.
+DEFAULTS: Mapping[str, Any] = {s.attribute: s.default for s in SETTINGS_REFERENCE if s.attribute}
+
+
+def markdown_table(settings: tuple[Setting, ...]) -> str:
+    """The README's configuration table rows for `settings`."""
+    lines = ["| setting | default | Azure | meaning |", "|---|---|---|---|"]
+    for s in settings:
+        lines.append(f"| `{s.name}` | {s.documented_default or '—'} | {'yes' if s.azure else ''} | {s.description} |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -92,34 +310,35 @@ class StorageSettings:
 class Settings:
     storage: StorageSettings
     openai_endpoint: str
-    openai_deployment: str
-    openai_api_version: str = DEFAULT_API_VERSION
-    # Present only when a user opts out of keyless auth; identity.py warns loudly.
+    openai_deployment: str = DEFAULTS["openai_deployment"]
+    openai_api_version: str = DEFAULTS["openai_api_version"]
+    # Present only when a user opts out of keyless auth; clients.py warns loudly.
     openai_api_key: str | None = None
-    openai_timeout_seconds: float = 60.0
-    # In-client retries of connection errors and 5xx; 429s are never slept on in-process
-    # (the row is re-enqueued with the server's delay, see processing/process.py).
-    openai_max_retries: int = 2
+    openai_timeout_seconds: float = DEFAULTS["openai_timeout_seconds"]
+    # Quick retries of connection errors and 5xx made by processing/model.py itself (the
+    # client's own are off); 429s are never slept on in-process (the row is re-enqueued
+    # with the server's delay).
+    openai_max_retries: int = DEFAULTS["openai_max_retries"]
     # Per-instance pace for pipelines that set no rpm/tpm of their own (0: not paced).
-    openai_rpm: int = 0
-    openai_tpm: int = 0
+    openai_rpm: int = DEFAULTS["openai_rpm"]
+    openai_tpm: int = DEFAULTS["openai_tpm"]
     managed_identity: bool = False
     client_id: str | None = None
-    pipelines_dir: Path = APP_ROOT / "pipelines"
-    shard_rows: int = 10_000
-    finalize_interval_seconds: float = 10.0
-    ingest_concurrency: int = 32
-    ingest_checkpoint_rows: int = 5_000
-    max_row_bytes: int = 1_048_576
-    shard_max_blocks: int = 45_000
-    stall_timeout_seconds: float = 3600.0
-    ingest_budget_seconds: float = 480.0
+    pipelines_dir: Path = DEFAULTS["pipelines_dir"]
+    shard_rows: int = DEFAULTS["shard_rows"]
+    finalize_interval_seconds: float = DEFAULTS["finalize_interval_seconds"]
+    ingest_concurrency: int = DEFAULTS["ingest_concurrency"]
+    ingest_checkpoint_rows: int = DEFAULTS["ingest_checkpoint_rows"]
+    max_row_bytes: int = DEFAULTS["max_row_bytes"]
+    shard_max_blocks: int = DEFAULTS["shard_max_blocks"]
+    stall_timeout_seconds: float = DEFAULTS["stall_timeout_seconds"]
+    ingest_budget_seconds: float = DEFAULTS["ingest_budget_seconds"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
-        if not endpoint:
+        values = {s.attribute: s.read(env) for s in SETTINGS_REFERENCE if s.attribute}
+        if not values["openai_endpoint"]:
             raise ConfigurationError(
                 "AZURE_OPENAI_ENDPOINT is not set: give the Azure OpenAI account's endpoint, "
                 "for example https://<name>.openai.azure.com"
@@ -127,186 +346,10 @@ class Settings:
         # App Service and Flex Consumption set IDENTITY_ENDPOINT (and WEBSITE_INSTANCE_ID);
         # the local identity emulator sets IDENTITY_ENDPOINT too, so the same code path runs.
         managed = bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID"))
-        return cls(
-            storage=StorageSettings.from_env(env),
-            openai_endpoint=endpoint.rstrip("/"),
-            openai_deployment=env.get("AZURE_OPENAI_DEPLOYMENT", "").strip() or "gpt-4o-mini",
-            openai_api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
-            openai_api_key=env.get("AZURE_OPENAI_API_KEY", "").strip() or None,
-            openai_timeout_seconds=_float(env, "AZURE_OPENAI_TIMEOUT_SECONDS", 60.0),
-            openai_max_retries=_int(env, "AZURE_OPENAI_MAX_RETRIES", 2, minimum=0),
-            openai_rpm=_int(env, "AZURE_OPENAI_RPM", 0, minimum=0),
-            openai_tpm=_int(env, "AZURE_OPENAI_TPM", 0, minimum=0),
-            managed_identity=managed,
-            client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
-            pipelines_dir=Path(env.get("ROWSMITH_PIPELINES_DIR", "").strip() or APP_ROOT / "pipelines"),
-            # An append blob takes 50,000 blocks; duplicates and retries need headroom.
-            shard_rows=_int(env, "ROWSMITH_SHARD_ROWS", 10_000, maximum=20_000),
-            finalize_interval_seconds=_float(env, "ROWSMITH_FINALIZE_INTERVAL_SECONDS", 10.0),
-            ingest_concurrency=_int(env, "ROWSMITH_INGEST_CONCURRENCY", 32),
-            ingest_checkpoint_rows=_int(env, "ROWSMITH_INGEST_CHECKPOINT_ROWS", 5_000),
-            max_row_bytes=_int(env, "ROWSMITH_MAX_ROW_BYTES", 1_048_576, minimum=1024),
-            # An append blob holds 50,000 blocks; appenders that have not noticed a full shard
-            # yet need the headroom before the hard limit.
-            shard_max_blocks=_int(env, "ROWSMITH_SHARD_MAX_BLOCKS", 45_000, maximum=50_000),
-            stall_timeout_seconds=_float(env, "ROWSMITH_STALL_TIMEOUT_SECONDS", 3600.0),
-            # functionTimeout is 10 minutes; ingest hands over to a fresh invocation well before.
-            ingest_budget_seconds=_float(env, "ROWSMITH_INGEST_BUDGET_SECONDS", 480.0),
-        )
+        return cls(storage=StorageSettings.from_env(env), managed_identity=managed, **values)
 
 
 @functools.cache
 def get_settings() -> Settings:
     """The process's settings, read once (Functions restarts the worker on a settings change)."""
     return Settings.from_env()
-
-
-@dataclass(frozen=True)
-class SettingDoc:
-    name: str
-    default: str
-    description: str
-    azure: bool = False  # set by infra/ on the Function App
-
-
-# The configuration reference: README's table and tests/infra's consistency check read
-# this, and a unit test proves `Settings.from_env` reads exactly these names.
-SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
-    SettingDoc(
-        f"{STORAGE_CONNECTION}__blobServiceUri",
-        "",
-        "Blob endpoint of the storage account, for the identity-based connection.",
-        azure=True,
-    ),
-    SettingDoc(
-        f"{STORAGE_CONNECTION}__queueServiceUri",
-        "",
-        "Queue endpoint of the storage account, for the identity-based connection.",
-        azure=True,
-    ),
-    SettingDoc(
-        f"{STORAGE_CONNECTION}__accountName",
-        "",
-        "Alternative to the two URIs: the storage account name (public cloud endpoints).",
-    ),
-    SettingDoc(
-        STORAGE_CONNECTION,
-        "",
-        "Local development only: Azurite's connection string. Never set in Azure (it would carry a key).",
-    ),
-    SettingDoc(
-        "AZURE_OPENAI_ENDPOINT",
-        "(required)",
-        "Azure OpenAI endpoint, https://<name>.openai.azure.com.",
-        azure=True,
-    ),
-    SettingDoc(
-        "AZURE_OPENAI_DEPLOYMENT",
-        "gpt-4o-mini",
-        "Model deployment used by pipelines that do not name one.",
-        azure=True,
-    ),
-    SettingDoc("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "Azure OpenAI data-plane API version.", azure=True),
-    SettingDoc(
-        "AZURE_OPENAI_API_KEY",
-        "",
-        "Opt-out of keyless auth (logged as a warning). Leave unset; the deployment disables keys anyway.",
-    ),
-    SettingDoc("AZURE_OPENAI_TIMEOUT_SECONDS", "60", "Timeout of one model call."),
-    SettingDoc(
-        "AZURE_OPENAI_MAX_RETRIES",
-        "2",
-        "Quick in-call retries of connection errors, timeouts and 5xx (429s are re-queued, never slept on).",
-    ),
-    SettingDoc(
-        "AZURE_OPENAI_RPM",
-        "0",
-        "Requests per minute one instance may send, for pipelines without `rpm` (0: not paced; "
-        "429s still slow it down). The Bicep sets the deployment's whole quota.",
-        azure=True,
-    ),
-    SettingDoc(
-        "AZURE_OPENAI_TPM",
-        "0",
-        "Tokens per minute (prompt + max_tokens) one instance may send, for pipelines without `tpm`.",
-        azure=True,
-    ),
-    SettingDoc(
-        "IDENTITY_ENDPOINT",
-        "(set by the platform)",
-        "Managed identity endpoint; when present the app uses ManagedIdentityCredential.",
-    ),
-    SettingDoc("WEBSITE_INSTANCE_ID", "(set by the platform)", "Marks a run inside Azure Functions."),
-    SettingDoc(
-        "HTTPS_PROXY",
-        "",
-        "Standard proxy variable (also HTTP_PROXY). Storage clients consult the environment's proxy settings "
-        "only when one of them is set.",
-    ),
-    SettingDoc("HTTP_PROXY", "", "See HTTPS_PROXY."),
-    SettingDoc("AZURE_CLIENT_ID", "", "Client id of a user-assigned identity; unset means system-assigned."),
-    SettingDoc("ROWSMITH_PIPELINES_DIR", "pipelines/", "Folder of pipeline files (<name>.toml)."),
-    SettingDoc(
-        "ROWSMITH_SHARD_ROWS",
-        "10000",
-        "Rows per results shard (append blob), at most 20000: keeps shards under 50,000 blocks.",
-    ),
-    SettingDoc(
-        "ROWSMITH_FINALIZE_INTERVAL_SECONDS",
-        "10",
-        "Delay between a job's completion checks; also how often each instance re-reads the state of the jobs "
-        "it is processing.",
-    ),
-    SettingDoc("ROWSMITH_INGEST_CONCURRENCY", "32", "Queue sends in flight while a file is ingested."),
-    SettingDoc(
-        "ROWSMITH_INGEST_CHECKPOINT_ROWS",
-        "5000",
-        "Rows between ingest checkpoints (resume point after a crash).",
-    ),
-    SettingDoc("ROWSMITH_MAX_ROW_BYTES", "1048576", "Hard limit of one row's size; larger rows become row errors."),
-    SettingDoc(
-        "ROWSMITH_SHARD_MAX_BLOCKS",
-        "45000",
-        "Blocks after which a results shard (append blob, limit 50,000) continues in a new blob.",
-    ),
-    SettingDoc(
-        "ROWSMITH_STALL_TIMEOUT_SECONDS",
-        "3600",
-        "A job with no new result for this long is completed, its missing rows marked `missing`.",
-    ),
-    SettingDoc(
-        "ROWSMITH_INGEST_BUDGET_SECONDS",
-        "480",
-        "Time one ingest invocation reads a file before handing over to a fresh one (functionTimeout is 10 min).",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class CliSettings:
-    """What the `rowsmith` command reads from the environment (azd writes these names)."""
-
-    storage_account: str | None
-    blob_url: str | None
-    queue_url: str | None
-    state_dir: Path
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CliSettings:
-        env = os.environ if env is None else env
-        return cls(
-            storage_account=env.get("AZURE_STORAGE_ACCOUNT", "").strip() or None,
-            blob_url=env.get("AZURE_STORAGE_BLOB_ENDPOINT", "").strip() or None,
-            queue_url=env.get("AZURE_STORAGE_QUEUE_ENDPOINT", "").strip() or None,
-            state_dir=Path(env.get("ROWSMITH_STATE_DIR", "").strip() or ".rowsmith"),
-        )
-
-
-CLI_SETTINGS_REFERENCE: tuple[SettingDoc, ...] = (
-    SettingDoc("AZURE_STORAGE_ACCOUNT", "", "`rowsmith` against Azure: the storage account (azd sets it)."),
-    SettingDoc("AZURE_STORAGE_BLOB_ENDPOINT", "", "`rowsmith` against Azure: blob endpoint, if not the public cloud."),
-    SettingDoc(
-        "AZURE_STORAGE_QUEUE_ENDPOINT", "", "`rowsmith` against Azure: queue endpoint, if not the public cloud."
-    ),
-    SettingDoc("ROWSMITH_STATE_DIR", ".rowsmith", "Where `rowsmith local up` keeps the local stack's state and logs."),
-)

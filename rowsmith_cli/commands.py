@@ -14,10 +14,11 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing import jobs
-from processing.jobs import Manifest, State
+from processing import job_store, layout
+from processing.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from processing.manifest import Manifest
 from processing.messages import BlobCreated
-from processing.names import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from processing.states import FINAL_STATES, JobState
 from rowsmith_cli.target import Target
 
 EXIT_OK = 0
@@ -55,7 +56,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
 def progress_line(manifest: Manifest) -> str:
     total = manifest.total_rows
     done = manifest.counts.get("ok", 0) + manifest.counts.get("error", 0)
-    if manifest.state == State.INGESTING:
+    if manifest.state == JobState.INGESTING:
         return f"{manifest.job}: reading the file ({manifest.ingested_rows} rows so far)"
     bar_width = 30
     share = done / total if total else 1.0
@@ -86,7 +87,7 @@ async def submit(
             data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
         )
     etag = result["etag"]
-    job = jobs.job_id_for(blob.url, etag)
+    job = layout.job_id_for(blob.url, etag)
     if target.local:
         # In Azure, Event Grid raises this event; the local stack has no Event Grid.
         event = BlobCreated.make_event(
@@ -108,13 +109,13 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
     last = ""
     manifest: Manifest | None = None
     while time.monotonic() < deadline:
-        manifest = await jobs.load(container, job)
+        manifest = await job_store.load(container, job)
         if manifest:
             line = progress_line(manifest)
             if not quiet and line != last:
                 print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
                 last = line
-            if manifest.state in State.FINAL:
+            if manifest.state in FINAL_STATES:
                 break
         await asyncio.sleep(0.5)
     if not quiet and tty:
@@ -122,9 +123,9 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
     if manifest is None:
         return EXIT_TIMEOUT, {"job": job, "state": "not-started", "error": "the job did not start in time"}
     info = summary(manifest)
-    if manifest.state == State.DONE:
+    if manifest.state == JobState.DONE:
         return EXIT_OK, info
-    if manifest.state == State.FAILED:
+    if manifest.state == JobState.FAILED:
         return EXIT_FAILED, info
     info["error"] = f"timed out after {timeout:.0f} s; the job is still {manifest.state}"
     return EXIT_TIMEOUT, info
@@ -133,21 +134,21 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
 async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
     container = target.blobs.get_container_client(JOBS_CONTAINER)
     if job:
-        manifest = await jobs.load(container, job)
+        manifest = await job_store.load(container, job)
         if manifest is None:
             return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
         return EXIT_OK, summary(manifest)
-    return EXIT_OK, {"jobs": [summary(m) for m in await jobs.list_manifests(container)]}
+    return EXIT_OK, {"jobs": [summary(m) for m in await job_store.list_manifests(container)]}
 
 
 async def results(
     target: Target, job: str, output: Path | None, *, jsonl: bool, failed: bool = False
 ) -> tuple[int, dict[str, Any]]:
-    manifest = await jobs.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
+    manifest = await job_store.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
     if manifest is None:
         return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
     key = "jsonl" if jsonl or failed else "csv"
-    if manifest.state != State.DONE or key not in manifest.results:
+    if manifest.state != JobState.DONE or key not in manifest.results:
         info = summary(manifest)
         info["error"] = info.get("error") or f"job {job} is {manifest.state}; results exist once it is done"
         return EXIT_FAILED, info

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from processing.errors import RowsmithError
-from processing.settings import CliSettings
 from rowsmith_cli import commands, local
+from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import TargetError, resolve
 
 

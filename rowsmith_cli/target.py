@@ -16,7 +16,8 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.stack import STATE_FILE, Stack
 from processing.clients import make_blob_service, make_queue_service
-from processing.settings import CliSettings, StorageSettings
+from processing.settings import StorageSettings
+from rowsmith_cli.settings import CliSettings
 
 
 class TargetError(Exception):

@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-from processing import names
-from processing.settings import CLI_SETTINGS_REFERENCE, SETTINGS_REFERENCE
+from processing import layout
+from processing.settings import SETTINGS_REFERENCE
+from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE
 from tests.infra.bicep import (
     INFRA,
     MAIN,
@@ -35,8 +36,8 @@ from tests.infra.bicep import (
 
 # App settings the Bicep sets that are not the app's own (SETTINGS_REFERENCE), with why.
 PLATFORM_SETTINGS = {
-    f"{names.STORAGE_CONNECTION}__credential": "makes the host's storage connection use the managed identity",
-    f"{names.STORAGE_CONNECTION}__tableServiceUri": "the host writes diagnostic events to tables; the app uses none",
+    f"{layout.STORAGE_CONNECTION}__credential": "makes the host's storage connection use the managed identity",
+    f"{layout.STORAGE_CONNECTION}__tableServiceUri": "the host writes diagnostic events to tables; the app uses none",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the host sends telemetry (not a credential with local auth off)",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "makes the host send telemetry with an Entra token",
 }
@@ -84,13 +85,13 @@ def _app_settings() -> dict[str, Any]:
 
 
 def _names_constant(node: ast.expr) -> str:
-    """The string a decorator argument holds: a literal or a processing.names constant."""
+    """The string a decorator argument holds: a literal or a processing.layout constant."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.Name):
-        value = getattr(names, node.id, None)
+        value = getattr(layout, node.id, None)
     elif isinstance(node, ast.Attribute):
-        value = getattr(names, node.attr, None)
+        value = getattr(layout, node.attr, None)
     else:
         value = None
     assert isinstance(value, str), f"cannot resolve {ast.unparse(node)} in function_app.py"
@@ -119,7 +120,7 @@ def test_containers_match_the_code() -> None:
     containers, _ = _storage_names()
     extra = [c for c in containers if DEPLOYMENT_CONTAINER.match(c)]
     assert len(extra) == 1, f"expected one deployment-package container, got {extra}"
-    assert sorted(set(containers) - set(extra)) == sorted(names.ALL_CONTAINERS)
+    assert sorted(set(containers) - set(extra)) == sorted(layout.ALL_CONTAINERS)
     assert len(containers) == len(set(containers))
 
 
@@ -132,7 +133,7 @@ def test_deployment_package_container_is_the_one_flex_reads() -> None:
 
 def test_queues_match_the_code() -> None:
     _, queues = _storage_names()
-    assert sorted(queues) == sorted(names.ALL_QUEUES)
+    assert sorted(queues) == sorted(layout.ALL_QUEUES)
     assert len(queues) == len(set(queues))
 
 
@@ -141,7 +142,7 @@ def test_every_trigger_queue_exists_and_every_app_queue_has_a_trigger() -> None:
     trigger_queues, _ = _function_app_bindings()
     assert trigger_queues, "function_app.py declares no queue trigger"
     assert trigger_queues <= set(queues), f"queues the Bicep does not create: {trigger_queues - set(queues)}"
-    assert set(names.APP_QUEUES) <= trigger_queues
+    assert set(layout.APP_QUEUES) <= trigger_queues
 
 
 def test_host_poison_queues_exist() -> None:
@@ -153,21 +154,21 @@ def test_host_poison_queues_exist() -> None:
     _, queues = _storage_names()
     # After maxDequeueCount the host moves a message to <queue>-poison.
     trigger_queues, _ = _function_app_bindings()
-    for queue in trigger_queues - {q for q in trigger_queues if q.endswith(names.POISON_SUFFIX)}:
-        assert queue + names.POISON_SUFFIX in queues
+    for queue in trigger_queues - {q for q in trigger_queues if q.endswith(layout.POISON_SUFFIX)}:
+        assert queue + layout.POISON_SUFFIX in queues
 
 
 def test_event_grid_feeds_the_uploads_queue_from_the_input_container() -> None:
     scope = module_scope("blobCreated")
-    assert scope["queueName"] == names.UPLOADS_QUEUE
-    assert scope["inputContainerName"] == names.INPUT_CONTAINER
+    assert scope["queueName"] == layout.UPLOADS_QUEUE
+    assert scope["inputContainerName"] == layout.INPUT_CONTAINER
     sub = only(
         resources(module_file("blobCreated"), "Microsoft.EventGrid/systemTopics/eventSubscriptions"), "subscription"
     )
     filt = resolve(sub.body["properties"]["filter"], scope)
-    assert filt["subjectBeginsWith"] == f"/blobServices/default/containers/{names.INPUT_CONTAINER}/"
+    assert filt["subjectBeginsWith"] == f"/blobServices/default/containers/{layout.INPUT_CONTAINER}/"
     destination = sub.body["properties"]["deliveryWithResourceIdentity"]["destination"]["properties"]
-    assert resolve(destination["queueName"], scope) == names.UPLOADS_QUEUE
+    assert resolve(destination["queueName"], scope) == layout.UPLOADS_QUEUE
 
 
 # ---- app settings and connections ----
@@ -194,7 +195,7 @@ def test_no_flex_forbidden_or_key_bearing_setting() -> None:
     settings = _app_settings()
     assert not set(settings) & FLEX_FORBIDDEN_SETTINGS
     # The plain connection-string form would carry a key; so would an API key.
-    assert names.STORAGE_CONNECTION not in settings
+    assert layout.STORAGE_CONNECTION not in settings
     assert "AZURE_OPENAI_API_KEY" not in settings
     for name, value in settings.items():
         assert "AccountKey=" not in repr(value) and "SharedAccessSignature" not in repr(value), name
@@ -203,7 +204,7 @@ def test_no_flex_forbidden_or_key_bearing_setting() -> None:
 def test_trigger_connections_are_identity_based() -> None:
     settings = _app_settings()
     _, connections = _function_app_bindings()
-    assert connections == {names.STORAGE_CONNECTION}
+    assert connections == {layout.STORAGE_CONNECTION}
     for conn in connections:
         assert settings[f"{conn}__credential"] == "managedidentity"
         assert f"{conn}__blobServiceUri" in settings
@@ -212,7 +213,7 @@ def test_trigger_connections_are_identity_based() -> None:
 
 def test_app_settings_point_at_the_deployed_resources() -> None:
     settings = _app_settings()
-    conn = names.STORAGE_CONNECTION
+    conn = layout.STORAGE_CONNECTION
     expected = {
         f"{conn}__blobServiceUri": ("storage", "properties", "primaryEndpoints", "blob"),
         f"{conn}__queueServiceUri": ("storage", "properties", "primaryEndpoints", "queue"),
@@ -321,12 +322,12 @@ def test_outputs_give_azd_and_the_cli_what_they_need() -> None:
     required |= {doc.name for doc in CLI_SETTINGS_REFERENCE if doc.name.startswith("AZURE_")}
     assert required <= set(outputs), f"missing outputs: {sorted(required - set(outputs))}"
     named = {
-        "AZURE_STORAGE_INPUT_CONTAINER": names.INPUT_CONTAINER,
-        "AZURE_STORAGE_OUTPUT_CONTAINER": names.OUTPUT_CONTAINER,
-        "AZURE_STORAGE_JOBS_CONTAINER": names.JOBS_CONTAINER,
-        "AZURE_STORAGE_UPLOADS_QUEUE": names.UPLOADS_QUEUE,
-        "AZURE_STORAGE_ROWS_QUEUE": names.ROWS_QUEUE,
-        "AZURE_STORAGE_FINALIZE_QUEUE": names.FINALIZE_QUEUE,
+        "AZURE_STORAGE_INPUT_CONTAINER": layout.INPUT_CONTAINER,
+        "AZURE_STORAGE_OUTPUT_CONTAINER": layout.OUTPUT_CONTAINER,
+        "AZURE_STORAGE_JOBS_CONTAINER": layout.JOBS_CONTAINER,
+        "AZURE_STORAGE_UPLOADS_QUEUE": layout.UPLOADS_QUEUE,
+        "AZURE_STORAGE_ROWS_QUEUE": layout.ROWS_QUEUE,
+        "AZURE_STORAGE_FINALIZE_QUEUE": layout.FINALIZE_QUEUE,
     }
     for output, value in named.items():
         assert resolve(outputs[output]["value"], scope) == value, output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from processing import names
+from processing import layout
 from processing.settings import SETTINGS_REFERENCE, Settings
 from tests.infra.bicep import INFRA, parse
 
@@ -48,7 +48,7 @@ def test_writes_identity_based_settings_the_app_can_load(tmp_path: Path) -> None
     written = json.loads((tmp_path / "local.settings.json").read_text())
     assert written["IsEncrypted"] is False
     values = written["Values"]
-    conn = names.STORAGE_CONNECTION
+    conn = layout.STORAGE_CONNECTION
     assert values[f"{conn}__blobServiceUri"] == "https://stabc123.blob.core.windows.net/"
     assert values[f"{conn}__queueServiceUri"] == "https://stabc123.queue.core.windows.net/"
     # Never the key-bearing connection string, and no managed identity off Azure.

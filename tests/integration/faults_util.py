@@ -36,10 +36,10 @@ from azure.storage.queue.aio import QueueServiceClient
 from localdev.openai_emulator import FAULT_KINDS, EmulatorConfig
 from localdev.stack import Stack
 from processing import clients as clients_module
-from processing import jobs
+from processing import layout
+from processing.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
 from processing.messages import BlobCreated
-from processing.names import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
-from processing.results import Record, parse_lines
+from processing.records import Record, parse_lines
 from processing.settings import APP_ROOT, get_settings
 from tests.integration.harness import app_settings
 
@@ -249,7 +249,7 @@ async def upload(stack: Stack, name: str, data: bytes) -> tuple[str, str]:
         etag = (await blob.upload_blob(data, overwrite=True))["etag"]
         url = blob.url
     event = BlobCreated.make_event(url=url, container=INPUT_CONTAINER, blob=name, etag=etag, size=len(data))
-    return jobs.job_id_for(url, etag), event
+    return layout.job_id_for(url, etag), event
 
 
 async def submit(stack: Stack, name: str, data: bytes, *, events: int = 1) -> str:

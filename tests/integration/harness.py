@@ -25,11 +25,12 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import runner_process as localdev_runner
 from localdev.stack import Stack
-from processing import jobs
+from processing import job_store
 from processing.clients import make_blob_service, make_queue_service
-from processing.jobs import Manifest, State
-from processing.names import STORAGE_CONNECTION
+from processing.layout import STORAGE_CONNECTION
+from processing.manifest import Manifest
 from processing.settings import APP_ROOT, StorageSettings
+from processing.states import FINAL_STATES
 from rowsmith_cli import commands
 from rowsmith_cli.target import Target
 
@@ -125,12 +126,12 @@ async def download(stack: Stack, container: str, name: str) -> bytes:
 async def manifest(stack: Stack, job: str) -> Manifest | None:
     target = local_target(stack)
     try:
-        return await jobs.load(target.blobs.get_container_client("jobs"), job)
+        return await job_store.load(target.blobs.get_container_client("jobs"), job)
     finally:
         await target.close()
 
 
-async def wait_state(stack: Stack, job: str, states: frozenset[str] = State.FINAL, timeout: float = 60) -> Manifest:
+async def wait_state(stack: Stack, job: str, states: frozenset[str] = FINAL_STATES, timeout: float = 60) -> Manifest:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = await manifest(stack, job)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from localdev.stack import Stack
-from processing.names import ALL_QUEUES, POISON_SUFFIX, UPLOADS_QUEUE
+from processing.layout import ALL_QUEUES, POISON_SUFFIX, UPLOADS_QUEUE
 from tests.integration.harness import (
     RunnerProcess,
     app_settings,

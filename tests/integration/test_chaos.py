@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from localdev.stack import Stack
-from processing.names import ROWS_QUEUE
+from processing.layout import ROWS_QUEUE
 from tests.integration.faults_util import (
     Workers,
     clear_queues,

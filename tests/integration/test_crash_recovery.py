@@ -21,7 +21,7 @@ import pytest
 
 import function_app
 from localdev.stack import Stack
-from processing.names import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
+from processing.layout import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
 from tests.integration.faults_util import (
     Workers,
     call,

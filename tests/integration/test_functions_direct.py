@@ -16,7 +16,7 @@ from azure.functions.queue import QueueMessage
 import function_app
 from localdev.stack import Stack
 from processing import clients as clients_module
-from processing import jobs
+from processing import job_store, layout
 from processing.messages import BlobCreated
 from processing.settings import get_settings
 from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
@@ -70,7 +70,7 @@ async def upload(stack: Stack, name: str, data: str) -> tuple[str, str]:
     finally:
         await target.close()
     event = BlobCreated.make_event(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
-    return jobs.job_id_for(blob.url, etag), event
+    return layout.job_id_for(blob.url, etag), event
 
 
 async def upload_and_ingest(stack: Stack, name: str, data: str) -> tuple[str, list[tuple[str, int]], str]:
@@ -116,13 +116,13 @@ async def test_a_jobs_concurrent_messages_share_one_manifest_read_and_stop_once_
     data = "id,text\n" + "".join(f"{i},hello {i}\n" for i in range(24))
     job, rows, final = await upload_and_ingest(stack, "echo/herd.csv", data)
     reads: list[str] = []
-    real_load = jobs.load
+    real_load = job_store.load
 
     async def counting_load(container, job_id):  # the real read, counted
         reads.append(job_id)
         return await real_load(container, job_id)
 
-    monkeypatch.setattr(jobs, "load", counting_load)
+    monkeypatch.setattr(job_store, "load", counting_load)
     # An instance takes up to 24 messages at once; with the cache stale (interval 0 here),
     # they must not each read the manifest.
     await asyncio.gather(*(user_function(function_app.process_rows)(message(body, n)) for body, n in rows))

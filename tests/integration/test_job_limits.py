@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from localdev.stack import Stack
-from processing import jobs
+from processing import layout
 from rowsmith_cli import commands
 from tests.integration.harness import (
     RunnerProcess,
@@ -82,7 +82,7 @@ async def test_a_file_read_over_several_invocations_into_full_shards_comes_back_
     # One append per row message, and a segment is full at three blocks: shard 0 spans several
     # blobs (more than three blocks land in one while concurrent appenders learn it is full).
     names = await shard_blobs(stack, info["job"])
-    assert {jobs.shard_blob(info["job"], 0, k) for k in range(3)} <= set(names)
+    assert {layout.shard_blob(info["job"], 0, k) for k in range(3)} <= set(names)
 
     out = results(await download(stack, "output", "echo/passes.results.csv"))
     assert [r[0] for r in out] == [r[0] for r in rows]

@@ -12,8 +12,8 @@ import pytest
 
 from localdev.stack import Stack
 from processing.cells import neutralise
+from processing.layout import UPLOADS_QUEUE
 from processing.messages import BlobCreated
-from processing.names import UPLOADS_QUEUE
 from tests.integration.harness import (
     RunnerProcess,
     download,
@@ -115,7 +115,7 @@ async def test_a_duplicate_blob_created_event_yields_one_job(stack: Stack, runne
             await uploads.send_message(event)
     finally:
         await target.close()
-    from processing.jobs import job_id_for
+    from processing.layout import job_id_for
 
     job = job_id_for(blob.url, etag)
     done = await wait_state(stack, job)
@@ -134,9 +134,9 @@ async def test_a_duplicate_blob_created_event_yields_one_job(stack: Stack, runne
 
 
 async def _jobs_for(target, source: str):
-    from processing import jobs
+    from processing import job_store
 
-    found = await jobs.list_manifests(target.blobs.get_container_client("jobs"))
+    found = await job_store.list_manifests(target.blobs.get_container_client("jobs"))
     return found, [m.job for m in found if f"{m.source_container}/{m.source_blob}" == source]
 
 

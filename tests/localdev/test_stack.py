@@ -38,7 +38,7 @@ from localdev.stack import (
     start_stack,
     write_local_settings,
 )
-from processing.names import ALL_CONTAINERS, ALL_QUEUES
+from processing.layout import ALL_CONTAINERS, ALL_QUEUES
 from processing.settings import Settings
 
 

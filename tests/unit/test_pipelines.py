@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from processing.errors import ConfigurationError
-from processing.pipelines import Pipeline, load_pipeline, route
+from processing.layout import route
+from processing.pipelines import Pipeline, load_pipeline
 from processing.settings import APP_ROOT
 
 SHIPPED = APP_ROOT / "pipelines"

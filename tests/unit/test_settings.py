@@ -3,14 +3,8 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from processing.errors import ConfigurationError
-from processing.settings import (
-    APP_ROOT,
-    CLI_SETTINGS_REFERENCE,
-    SETTINGS_REFERENCE,
-    CliSettings,
-    Settings,
-    StorageSettings,
-)
+from processing.settings import APP_ROOT, DEFAULTS, SETTINGS_REFERENCE, Settings, StorageSettings, markdown_table
+from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE, CliSettings
 
 
 class Recording(Mapping[str, str]):
@@ -101,5 +95,21 @@ def test_the_readme_configuration_table_lists_every_setting_with_its_default() -
     assert set(table) == set(documented)
     for name, (default, azure) in table.items():
         doc = documented[name]
-        assert default == (doc.default or "—"), name
+        assert default == (doc.documented_default or "—"), name
         assert (azure == "yes") == doc.azure, name
+
+
+def test_the_readme_configuration_table_is_the_one_rendered_from_the_settings_table() -> None:
+    readme = (APP_ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table((*SETTINGS_REFERENCE, *CLI_SETTINGS_REFERENCE)) in readme
+
+
+def test_settings_and_manifests_take_their_defaults_from_the_table() -> None:
+    from processing.manifest import Manifest
+
+    settings = Settings.from_env(BASE)
+    for setting in SETTINGS_REFERENCE:
+        if setting.attribute and setting.default is not None:
+            assert getattr(settings, setting.attribute) == setting.default, setting.name
+    manifest = Manifest("j", "input", "a.csv", "u", "e", "default", "default/a")
+    assert (manifest.shard_rows, manifest.shard_max_blocks) == (DEFAULTS["shard_rows"], DEFAULTS["shard_max_blocks"])

@@ -1,9 +1,11 @@
 import json
 
 from processing.columns import added_columns, unique_header
-from processing.jobs import Manifest, job_id_for
+from processing.layout import job_id_for
+from processing.manifest import Manifest
 from processing.model import retry_after
-from processing.results import MAX_APPEND, Record, _blocks, parse_lines
+from processing.records import Record, parse_lines
+from processing.shards import MAX_APPEND, _blocks
 
 
 def test_added_columns_never_clash_with_input_columns():

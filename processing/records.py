@@ -1,0 +1,68 @@
+"""A row's result record: what process appends to a shard and finalize reads back.
+
+One JSON line per row, `{"i": index, "status": "ok", "cells": [...], "answer": ..., "usage": [p, c]}`
+or `{"i": index, "status": "error", "cells": [...], "error": "...", "code": "..."}`. A shard may
+hold a row more than once (appends are not idempotent); finalize keeps the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from processing.states import RowCode, RowStatus
+
+
+@dataclass(frozen=True)
+class Record:
+    index: int
+    status: str  # RowStatus
+    cells: list[str]
+    answer: Any = None  # text, or a dict of JSON-schema fields
+    error: str = ""
+    code: str = ""  # RowCode: machine-readable error kind
+    usage: tuple[int, int] = (0, 0)  # prompt, completion tokens
+
+    @classmethod
+    def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int]) -> Record:
+        return cls(index, RowStatus.OK, list(cells), answer=answer, usage=usage)
+
+    @classmethod
+    def failed(cls, index: int, cells: Sequence[str], code: RowCode | str, error: str) -> Record:
+        return cls(index, RowStatus.ERROR, list(cells), error=error, code=code)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RowStatus.OK
+
+    def to_line(self) -> bytes:
+        data: dict[str, Any] = {"i": self.index, "status": self.status, "cells": self.cells}
+        if self.ok:
+            data["answer"] = self.answer
+            data["usage"] = list(self.usage)
+        else:
+            data["error"] = self.error
+            data["code"] = self.code
+        # ensure_ascii keeps every control character escaped, so one record is one line.
+        return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        usage = data.get("usage") or (0, 0)
+        return cls(
+            index=int(data["i"]),
+            status=data["status"],
+            cells=data.get("cells", []),
+            answer=data.get("answer"),
+            error=data.get("error", ""),
+            code=data.get("code", ""),
+            usage=(int(usage[0]), int(usage[1])),
+        )
+
+
+def parse_lines(data: bytes) -> Iterator[Record]:
+    for line in data.splitlines():
+        if line.strip():
+            yield Record.from_json(json.loads(line))
