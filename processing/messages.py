@@ -39,10 +39,15 @@ def decode_body(body: bytes | str) -> Any:
         raise BadMessage(f"message is neither JSON nor base64 JSON: {text[:80]!r}") from None
 
 
-def _check_version(data: dict[str, Any], kind: str) -> None:
+def _envelope(body: bytes | str, kind: str) -> dict[str, Any]:
+    """The JSON object of a message of ours, checked for its type and version."""
+    data = decode_body(body)
+    if not isinstance(data, dict) or data.get("type") != kind:
+        raise BadMessage(f"not a {kind} message")
     version = data.get("v")
     if version != VERSION:
         raise BadMessage(f"{kind} message version {version!r} is not supported (expected {VERSION})")
+    return data
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,7 @@ class RowsMessage:
 
     @classmethod
     def from_json(cls, body: bytes | str) -> RowsMessage:
-        data = decode_body(body)
-        if not isinstance(data, dict) or data.get("type") != "rows":
-            raise BadMessage("not a rows message")
-        _check_version(data, "rows")
+        data = _envelope(body, "rows")
         rows = cls.parse_rows(data.get("rows", []))
         claim = data.get("claim")
         if not rows and not claim:
@@ -118,10 +120,7 @@ class FinalizeMessage:
 
     @classmethod
     def from_json(cls, body: bytes | str) -> FinalizeMessage:
-        data = decode_body(body)
-        if not isinstance(data, dict) or data.get("type") != "finalize":
-            raise BadMessage("not a finalize message")
-        _check_version(data, "finalize")
+        data = _envelope(body, "finalize")
         return cls(job=str(data["job"]), checks=int(data.get("checks", 0)))
 
 

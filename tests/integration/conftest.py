@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from localdev.stack import STORAGE_AUTH_KEY, STORAGE_AUTH_MODES, Stack, start_stack
+from tests.integration.faults_util import Workers, clear_queues, reset_emulator, reset_identity
 from tests.integration.harness import RunnerProcess, app_settings
 
 # A module runs its `stack` tests once per storage mode listed in its module-level
@@ -53,3 +55,23 @@ def runner(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     log = tmp_path_factory.mktemp("runner") / "runner.log"
     with RunnerProcess(app_settings(stack), log) as process:
         yield process
+
+
+@pytest.fixture
+async def clean(stack: Stack) -> AsyncIterator[None]:
+    """Every test that asks starts and ends with empty queues and a fault-free emulator and identity endpoint."""
+    await clear_queues(stack)
+    await reset_emulator(stack)
+    await reset_identity(stack)
+    yield
+    await reset_emulator(stack)
+    await reset_identity(stack)
+    await clear_queues(stack)
+
+
+@pytest.fixture
+def workers(stack: Stack, clean: None, tmp_path: Path) -> Iterator[Workers]:
+    """Runner child processes for one test; every one it started is stopped at the end."""
+    started = Workers(stack, tmp_path)
+    yield started
+    started.stop_all()

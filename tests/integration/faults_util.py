@@ -38,10 +38,11 @@ from localdev.stack import Stack
 from processing import clients as clients_module
 from processing import layout
 from processing.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.manifest import Manifest
 from processing.messages import BlobCreated
 from processing.records import Record, parse_lines
 from processing.settings import APP_ROOT, get_settings
-from tests.integration.harness import app_settings
+from tests.integration.harness import app_settings, wait_state
 
 # --- the runner as a child process --------------------------------------------------------------
 
@@ -384,3 +385,13 @@ def call(builder: Any) -> Callable[..., Awaitable[None]]:
 
 def message(body: str, dequeue_count: int = 1) -> QueueMessage:
     return QueueMessage(id="test", body=body.encode(), dequeue_count=dequeue_count)
+
+
+async def finish(stack: Stack, job: str, workers: Workers, timeout: float = 150) -> Manifest:
+    """Wait for the job to be done; on a timeout or another end, fail with the workers' logs."""
+    try:
+        done = await wait_state(stack, job, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{workers.logs()}") from None
+    assert done.state == "done", (done, workers.logs())
+    return done

@@ -13,8 +13,6 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +20,12 @@ from localdev.stack import Stack
 from processing.layout import ROWS_QUEUE
 from tests.integration.faults_util import (
     Workers,
-    clear_queues,
     csv_bytes,
     emulator_config,
     emulator_stats,
     parse_csv,
     parse_jsonl,
     peek,
-    reset_emulator,
     send,
     shard_records,
     submit,
@@ -37,27 +33,11 @@ from tests.integration.faults_util import (
 )
 from tests.integration.harness import download, emulated_text, manifest, wait_state
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
 
 ROWS = 2000
 # (No cell starting with "=": the results CSV neutralises spreadsheet formulas, a separate concern.)
 TRICKY = ["plain", "with, comma", 'with "quotes"', "two\nlines", "ünïcödé ✓", "{text} braces", "tab\there"]
-
-
-@pytest.fixture(autouse=True)
-async def clean(stack: Stack) -> AsyncIterator[None]:
-    await clear_queues(stack)
-    await reset_emulator(stack)
-    yield
-    await reset_emulator(stack)
-    await clear_queues(stack)
-
-
-@pytest.fixture
-def workers(stack: Stack, clean: None, tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(stack, tmp_path)
-    yield started
-    started.stop_all()
 
 
 class Duplicator:

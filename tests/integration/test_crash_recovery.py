@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 import function_app
 from localdev.stack import Stack
 from processing.layout import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
+from tests.integration import faults_util
 from tests.integration.faults_util import (
     Workers,
     call,
-    clear_queues,
     close_in_process_clients,
     csv_bytes,
     emulator_config,
@@ -36,7 +35,6 @@ from tests.integration.faults_util import (
     peek,
     queue_count,
     queues,
-    reset_emulator,
     row_indices,
     send,
     shard_records,
@@ -47,25 +45,9 @@ from tests.integration.faults_util import (
 )
 from tests.integration.harness import download, emulated_text, manifest, wait_state
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
 
 LEASE = 4.0
-
-
-@pytest.fixture(autouse=True)
-async def clean(stack: Stack) -> AsyncIterator[None]:
-    await clear_queues(stack)
-    await reset_emulator(stack)
-    yield
-    await reset_emulator(stack)
-    await clear_queues(stack)
-
-
-@pytest.fixture
-def workers(stack: Stack, clean: None, tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(stack, tmp_path)
-    yield started
-    started.stop_all()
 
 
 def table(n: int, tag: str) -> list[list[str]]:
@@ -77,6 +59,11 @@ def prompt(row: list[str]) -> str:
     return f"Row {row[0]}: {row[1]}"
 
 
+async def finish(stack: Stack, job: str, workers: Workers, timeout: float = 150) -> None:
+    done = await faults_util.finish(stack, job, workers, timeout)
+    assert done.counts["error"] == 0, done.counts
+
+
 async def assert_each_row_once(stack: Stack, stem: str, rows: list[list[str]]) -> None:
     """The results CSV: every input row once, in order, with the answer to its own prompt."""
     header, out = parse_csv(await download(stack, "output", f"echo/{stem}.results.csv"))
@@ -84,15 +71,6 @@ async def assert_each_row_once(stack: Stack, stem: str, rows: list[list[str]]) -
     assert len(out) == len(rows)
     for row, result in zip(rows, out, strict=True):
         assert result == [*row, emulated_text(prompt(row)), "ok", ""], result
-
-
-async def finish(stack: Stack, job: str, workers: Workers, timeout: float = 150) -> None:
-    try:
-        done = await wait_state(stack, job, timeout=timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{workers.logs()}") from None
-    assert done.state == "done", (done, workers.logs())
-    assert done.counts["error"] == 0, done.counts
 
 
 @pytest.fixture

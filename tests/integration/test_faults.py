@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +20,11 @@ from processing.layout import ROWS_QUEUE
 from tests.integration.faults_util import (
     Workers,
     call,
-    clear_queues,
     close_in_process_clients,
     csv_bytes,
     emulator_config,
     emulator_stats,
+    finish,
     identity_config,
     identity_stats,
     in_process_env,
@@ -34,36 +32,15 @@ from tests.integration.faults_util import (
     parse_jsonl,
     peek,
     queue_count,
-    reset_emulator,
-    reset_identity,
     shard_records,
     submit,
     take_all,
     upload,
     wait_until,
 )
-from tests.integration.harness import download, emulated_text, wait_state
+from tests.integration.harness import download, emulated_text
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-async def clean(stack: Stack) -> AsyncIterator[None]:
-    """Every test starts and ends with empty queues and a fault-free emulator and identity endpoint."""
-    await clear_queues(stack)
-    await reset_emulator(stack)
-    await reset_identity(stack)
-    yield
-    await reset_emulator(stack)
-    await reset_identity(stack)
-    await clear_queues(stack)
-
-
-@pytest.fixture
-def workers(stack: Stack, clean: None, tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(stack, tmp_path)
-    yield started
-    started.stop_all()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
 
 
 def prompt(row_id: str, text: str) -> str:
@@ -75,14 +52,6 @@ async def results(stack: Stack, stem: str, pipeline: str = "echo") -> dict[str, 
     """The job's results JSONL, by the input's id column."""
     lines = parse_jsonl(await download(stack, "output", f"{pipeline}/{stem}.results.jsonl"))
     return {line["input"]["id"]: line for line in lines}
-
-
-async def finish(stack: Stack, job: str, workers: Workers, timeout: float = 150) -> None:
-    try:
-        done = await wait_state(stack, job, timeout=timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{workers.logs()}") from None
-    assert done.state == "done", (done, workers.logs())
 
 
 # --- 429: wait the server's delay, spend no attempt ------------------------------------------------
