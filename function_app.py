@@ -12,9 +12,8 @@ from collections.abc import Awaitable
 
 import azure.functions as func
 
-from processing import finalize, ingest, process
-from processing.clients import get_clients
-from processing.layout import (
+from processing.adapters.clients import get_clients
+from processing.core.layout import (
     FINALIZE_POISON_QUEUE,
     FINALIZE_QUEUE,
     ROWS_POISON_QUEUE,
@@ -23,7 +22,10 @@ from processing.layout import (
     UPLOADS_POISON_QUEUE,
     UPLOADS_QUEUE,
 )
-from processing.messages import BadMessage
+from processing.core.messages import BadMessage
+from processing.finalize import handler as finalize
+from processing.ingest import handler as ingest
+from processing.process import handler as process
 
 app = func.FunctionApp()
 log = logging.getLogger("rowsmith")

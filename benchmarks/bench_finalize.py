@@ -1,7 +1,7 @@
 """Finalize: the seconds and peak memory of the check that merges a job's result lines.
 
 Set-up (not timed): a manifest in `processing` state and result shards holding every row
-but the last, written with `processing.shards.append` as process_rows writes them. Then,
+but the last, written with `processing.adapters.shards.append` as process_rows writes them. Then,
 each in a fresh process: one finalize check that scans those lines (what the checks
 during a job do, incrementally), the last row's record is appended, and the measured
 check: it reads the new tail, sees every row and writes the ordered, de-duplicated
@@ -17,14 +17,14 @@ import uuid
 from typing import Any
 
 from benchmarks.common import HEADER, PIPELINE_ONE, Context, Direct, Result, loadavg, row_cells, run_worker
-from processing import job_store, shards
-from processing.columns import added_columns
-from processing.layout import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER
-from processing.manifest import Manifest
-from processing.pipelines import load_pipeline
-from processing.records import Record
-from processing.settings import DEFAULTS
-from processing.states import JobState
+from processing.adapters import job_store, shards
+from processing.core.layout import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER
+from processing.core.manifest import Manifest
+from processing.core.pipelines import load_pipeline
+from processing.core.records import Record
+from processing.core.result_columns import added_columns
+from processing.core.settings import DEFAULTS
+from processing.core.states import JobState
 
 SHARD_ROWS = DEFAULTS["shard_rows"]
 MAX_BLOCKS = DEFAULTS["shard_max_blocks"]

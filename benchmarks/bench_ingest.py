@@ -22,8 +22,8 @@ from typing import Any
 
 from benchmarks.common import PIPELINE_ONE, Context, Direct, Result, loadavg, run_worker, stop_workers
 from localdev.stack import Stack, start_stack
-from processing.layout import ROWS_QUEUE
-from processing.states import JobState
+from processing.core.layout import ROWS_QUEUE
+from processing.core.states import JobState
 
 QUEUE_GC_MS = 3_600_000  # Azurite's queue GC: once an hour instead of every 60 s (see the docstring)
 APP_CLIENT_ROWS = 10_000  # the client-construction comparison is a side note: smaller is enough
@@ -148,7 +148,7 @@ async def run(ctx: Context) -> list[Result]:
             "their spread shows how much the machine drifted",
             "cpu_ratio = the ceilings' CPU over the ingests' for the same rows: the same comparison, less "
             "sensitive to other load on the machine",
-            "app_client_vs_bare_client: the ceiling with the queue client built by processing.clients."
+            "app_client_vs_bare_client: the ceiling with the queue client built by processing.adapters.clients."
             "make_queue_service over a bare client (use_env_settings=False), in rows/s; _cpu: the same in CPU "
             "per row. Below 1 means processing's client construction costs throughput (before commit f84819e "
             "it left use_env_settings on: 0.48)",

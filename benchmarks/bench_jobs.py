@@ -39,8 +39,8 @@ from benchmarks.proxy import CountingProxy, Counts
 from localdev import azurite as azurite_mod
 from localdev.runner_process import RunnerProcess
 from localdev.stack import Stack, start_stack
-from processing.layout import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
-from processing.states import FINAL_STATES, JobState
+from processing.core.layout import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.core.states import FINAL_STATES, JobState
 
 GRACE = 0.5  # after done: the runner deletes the last finalize message
 POLL = 0.2

@@ -23,12 +23,13 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.stack import Stack
-from processing import job_store, layout
-from processing.layout import INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
-from processing.manifest import Manifest
-from processing.messages import BlobCreated
-from processing.settings import APP_ROOT
-from processing.states import FINAL_STATES
+from processing.adapters import job_store
+from processing.core import layout
+from processing.core.layout import INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
+from processing.core.manifest import Manifest
+from processing.core.messages import BlobCreated
+from processing.core.settings import APP_ROOT
+from processing.core.states import FINAL_STATES
 
 BENCH_DIR = Path(__file__).resolve().parent
 PIPELINES_DIR = BENCH_DIR / "pipelines"
@@ -344,8 +345,8 @@ def effective_pipelines(workdir: Path) -> tuple[Path, str]:
     processing/ without it refuses unknown settings: then the benchmark runs a copy of the
     pipelines without those two lines, and says so.
     """
-    from processing.errors import ConfigurationError
-    from processing.pipelines import load_pipeline
+    from processing.core.errors import ConfigurationError
+    from processing.core.pipelines import load_pipeline
 
     try:
         load_pipeline(PIPELINE_QUOTA, PIPELINES_DIR)
@@ -358,5 +359,5 @@ def effective_pipelines(workdir: Path) -> tuple[Path, str]:
             text = "\n".join(line for line in path.read_text().splitlines() if not _LIMITER_KEY.match(line))
             (stripped / path.name).write_text(text + "\n")
         load_pipeline(PIPELINE_QUOTA, stripped)
-        return stripped, "not supported by processing.pipelines yet: rpm/tpm stripped from the quota pipeline"
-    return PIPELINES_DIR, "applied (rpm/tpm accepted by processing.pipelines)"
+        return stripped, "not supported by processing.core.pipelines yet: rpm/tpm stripped from the quota pipeline"
+    return PIPELINES_DIR, "applied (rpm/tpm accepted by processing.core.pipelines)"

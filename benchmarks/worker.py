@@ -6,11 +6,11 @@ stack's settings) comes from the parent; each worker prints one JSON line with i
 
 Kinds:
 - `ingest EVENT_FILE`: `processing.ingest.handle_upload` with that BlobCreated event
-  (`--bare-clients`: a what-if, with processing/clients.py's storage clients built with
+  (`--bare-clients`: a what-if, with processing/adapters/clients.py's storage clients built with
   `use_env_settings=False`).
 - `ceiling CSV JOB`: the ceiling of ingest: the same rows as the messages ingest would send,
   encoded before the clock starts, put on the same queue with the same concurrency by a bare
-  asyncio loop (`--app-client`: with the storage client built as processing/clients.py
+  asyncio loop (`--app-client`: with the storage client built as processing/adapters/clients.py
   builds it, instead of a bare one).
 - `finalize JOB`: `processing.finalize.handle_finalize` for that job (one check).
 - `finalize-floor JOB CSV_BYTES JSONL_BYTES`: the floor of finalize: download the job's
@@ -38,12 +38,13 @@ from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from processing import job_store, layout
-from processing.clients import build_clients, make_openai, make_queue_service
-from processing.identity import make_credential
-from processing.layout import JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
-from processing.messages import Row, RowsMessage
-from processing.settings import Settings
+from processing.adapters import job_store
+from processing.adapters.clients import build_clients, make_openai, make_queue_service
+from processing.adapters.identity import make_credential
+from processing.core import layout
+from processing.core.layout import JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
+from processing.core.messages import Row, RowsMessage
+from processing.core.settings import Settings
 
 BLOCK = 4 * 1024 * 1024
 
@@ -101,12 +102,12 @@ def _queues(settings: Settings) -> QueueServiceClient:
 
 
 async def ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from processing.ingest import handle_upload
+    from processing.ingest.handler import handle_upload
 
     event = Path(args.event_file).read_text()
     settings = Settings.from_env()
     if args.bare_clients:
-        from processing import clients as clients_module
+        from processing.adapters import clients as clients_module
 
         # build_clients looks these up at call time: patch the module, not this file's names.
         clients_module.make_blob_service = lambda storage, credential: _blobs(settings)  # type: ignore[assignment]
@@ -167,8 +168,8 @@ async def ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def finalize(args: argparse.Namespace) -> dict[str, Any]:
-    from processing.finalize import handle_finalize
-    from processing.messages import FinalizeMessage
+    from processing.core.messages import FinalizeMessage
+    from processing.finalize.handler import handle_finalize
 
     clients = build_clients(Settings.from_env())
     try:

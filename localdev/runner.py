@@ -26,7 +26,7 @@ hand-kept list) and reproduces what the host's queue extension does with host.js
   cancelled and their messages made visible again at once.
 
 Connections: a trigger's `connection` names an app-setting prefix, resolved by
-`processing.settings.StorageSettings` (Azurite's connection string, or identity-based
+`processing.core.settings.StorageSettings` (Azurite's connection string, or identity-based
 service URIs with the process's credential). One queue service client per connection, made
 once and reused by every fetch, delete and update.
 
@@ -69,8 +69,8 @@ from azure.functions.queue import QueueMessage as QueueTriggerMessage
 from azure.storage.queue import QueueMessage as StorageQueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from processing.errors import ConfigurationError
-from processing.settings import StorageSettings
+from processing.core.errors import ConfigurationError
+from processing.core.settings import StorageSettings
 
 log = logging.getLogger("localdev.runner")
 
@@ -615,8 +615,8 @@ class _Pump:
 
 def default_credential() -> AsyncTokenCredential:
     """The credential for identity-based connections: the app's own choice (managed identity in Azure)."""
-    from processing.identity import make_credential
-    from processing.settings import get_settings
+    from processing.adapters.identity import make_credential
+    from processing.core.settings import get_settings
 
     try:
         settings = get_settings()
@@ -635,7 +635,7 @@ class Runner:
 
     `functions` picks a subset by name (default: every queue-triggered function). `env` is
     what connections are resolved from (default: the process environment, read by
-    processing.settings). `credential` is used for identity-based connections (default:
+    processing.core.settings). `credential` is used for identity-based connections (default:
     `default_credential()`, created only if one is needed; one we create, we close).
     """
 

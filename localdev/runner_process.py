@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 
 READY_LINE = b'{"ready": "runner"'
 

@@ -48,8 +48,8 @@ from localdev.ports import (
     terminate_pid,
     wait_for_port,
 )
-from processing.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
-from processing.settings import DEFAULT_API_VERSION
+from processing.core.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
+from processing.core.settings import DEFAULT_API_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"

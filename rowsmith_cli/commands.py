@@ -14,11 +14,12 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing import job_store, layout
-from processing.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
-from processing.manifest import Manifest
-from processing.messages import BlobCreated
-from processing.states import FINAL_STATES, JobState
+from processing.adapters import job_store
+from processing.core import layout
+from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from processing.core.manifest import Manifest
+from processing.core.messages import BlobCreated
+from processing.core.states import FINAL_STATES, JobState
 from rowsmith_cli.target import Target
 
 EXIT_OK = 0

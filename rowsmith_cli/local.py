@@ -17,7 +17,7 @@ from typing import Any
 
 from localdev.ports import pid_alive, terminate_pid
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 from rowsmith_cli import commands
 from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import resolve, stack_file

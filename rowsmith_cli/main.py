@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from processing.errors import RowsmithError
+from processing.core.errors import RowsmithError
 from rowsmith_cli import commands, local
 from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import TargetError, resolve

@@ -1,7 +1,7 @@
 """What the `rowsmith` command reads from the environment (azd writes these names).
 
 The CLI's own settings, kept out of the deployed package; the table follows the app's
-(processing/settings.py), and the README's configuration table lists both.
+(processing/core/settings.py), and the README's configuration table lists both.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from processing.settings import Setting, path
+from processing.core.settings import Setting, path
 
 CLI_SETTINGS_REFERENCE: tuple[Setting, ...] = (
     Setting(

@@ -15,8 +15,8 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.stack import STATE_FILE, Stack
-from processing.clients import make_blob_service, make_queue_service
-from processing.settings import StorageSettings
+from processing.adapters.clients import make_blob_service, make_queue_service
+from processing.core.settings import StorageSettings
 from rowsmith_cli.settings import CliSettings
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.common import BENCH_DIR
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 
 pytestmark = pytest.mark.integration
 

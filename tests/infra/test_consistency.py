@@ -1,6 +1,6 @@
 """The Bicep creates exactly the names the code uses, and sets exactly the settings it reads.
 
-Sources of truth on the app side: processing/names.py, processing/settings.py
+Sources of truth on the app side: processing/names.py, processing/core/settings.py
 (SETTINGS_REFERENCE, CLI_SETTINGS_REFERENCE), function_app.py (read with ast, not
 imported, so this test does not depend on the Functions runtime) and host.json.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from processing import layout
-from processing.settings import SETTINGS_REFERENCE
+from processing.core import layout
+from processing.core.settings import SETTINGS_REFERENCE
 from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE
 from tests.infra.bicep import (
     INFRA,
@@ -85,7 +85,7 @@ def _app_settings() -> dict[str, Any]:
 
 
 def _names_constant(node: ast.expr) -> str:
-    """The string a decorator argument holds: a literal or a processing.layout constant."""
+    """The string a decorator argument holds: a literal or a processing.core.layout constant."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.Name):
@@ -229,7 +229,7 @@ def test_app_settings_point_at_the_deployed_resources() -> None:
 
 
 def test_default_api_version_matches_the_app() -> None:
-    from processing.settings import DEFAULT_API_VERSION
+    from processing.core.settings import DEFAULT_API_VERSION
 
     assert parse(MAIN)["parameters"]["openAiApiVersion"]["default"] == DEFAULT_API_VERSION
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from processing import layout
-from processing.settings import SETTINGS_REFERENCE, Settings
+from processing.core import layout
+from processing.core.settings import SETTINGS_REFERENCE, Settings
 from tests.infra.bicep import INFRA, parse
 
 SCRIPT = INFRA / "scripts" / "local_settings_from_azd.py"

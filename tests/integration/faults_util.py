@@ -35,13 +35,13 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.openai_emulator import FAULT_KINDS, EmulatorConfig
 from localdev.stack import Stack
-from processing import clients as clients_module
-from processing import layout
-from processing.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
-from processing.manifest import Manifest
-from processing.messages import BlobCreated
-from processing.records import Record, parse_lines
-from processing.settings import APP_ROOT, get_settings
+from processing.adapters import clients as clients_module
+from processing.core import layout
+from processing.core.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.core.manifest import Manifest
+from processing.core.messages import BlobCreated
+from processing.core.records import Record, parse_lines
+from processing.core.settings import APP_ROOT, get_settings
 from tests.integration.harness import app_settings, wait_state
 
 # --- the runner as a child process --------------------------------------------------------------
@@ -50,7 +50,7 @@ from tests.integration.harness import app_settings, wait_state
 def host_json_with(directory: Path, *, visibility_seconds: int) -> Path:
     """A copy of the app's host.json with another visibilityTimeout (the retry delay of a failed message).
 
-    maxDequeueCount stays as it is: processing/hostconfig.py reads the app's own host.json.
+    maxDequeueCount stays as it is: processing/core/host_config.py reads the app's own host.json.
     """
     data = json.loads((APP_ROOT / "host.json").read_text(encoding="utf-8"))
     queues = data["extensions"]["queues"]

@@ -25,12 +25,12 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import runner_process as localdev_runner
 from localdev.stack import Stack
-from processing import job_store
-from processing.clients import make_blob_service, make_queue_service
-from processing.layout import STORAGE_CONNECTION
-from processing.manifest import Manifest
-from processing.settings import APP_ROOT, StorageSettings
-from processing.states import FINAL_STATES
+from processing.adapters import job_store
+from processing.adapters.clients import make_blob_service, make_queue_service
+from processing.core.layout import STORAGE_CONNECTION
+from processing.core.manifest import Manifest
+from processing.core.settings import APP_ROOT, StorageSettings
+from processing.core.states import FINAL_STATES
 from rowsmith_cli import commands
 from rowsmith_cli.target import Target
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from localdev.stack import Stack
-from processing.layout import ALL_QUEUES, POISON_SUFFIX, UPLOADS_QUEUE
+from processing.core.layout import ALL_QUEUES, POISON_SUFFIX, UPLOADS_QUEUE
 from tests.integration.harness import (
     RunnerProcess,
     app_settings,
@@ -470,7 +470,7 @@ def test_control_characters_and_long_lines_break_neither_output(outcome: Outcome
         ("missing_column", "uses column(s) 'text' that input/echo/no text.csv does not have", "header", "echo.toml"),
         ("bad_schema", "output.schema.properties.label has unknown type 'strng'", "bad-schema.toml", "bad-schema.toml"),
         ("bad_encoding", "encoding 'klingon-8' is not a known encoding", "bad-encoding.toml", "bad-encoding.toml"),
-        # The error itself says what to set; the report has no `where` (processing/model.py raises it).
+        # The error itself says what to set; the report has no `where` (processing/adapters/azure_openai.py raises it).
         ("unknown_deployment", "no deployment 'gpt-does-not-exist'", None, "upload the file again"),
     ],
 )

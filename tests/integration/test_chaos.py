@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from localdev.stack import Stack
-from processing.layout import ROWS_QUEUE
+from processing.core.layout import ROWS_QUEUE
 from tests.integration.faults_util import (
     Workers,
     csv_bytes,

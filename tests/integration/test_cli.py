@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import pytest
 
 import function_app
 from localdev.stack import Stack
-from processing.layout import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
+from processing.core.layout import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
 from tests.integration import faults_util
 from tests.integration.faults_util import (
     Workers,

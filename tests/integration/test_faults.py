@@ -16,7 +16,7 @@ import pytest
 
 import function_app
 from localdev.stack import Stack
-from processing.layout import ROWS_QUEUE
+from processing.core.layout import ROWS_QUEUE
 from tests.integration.faults_util import (
     Workers,
     call,

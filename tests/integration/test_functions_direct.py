@@ -15,10 +15,11 @@ from azure.functions.queue import QueueMessage
 
 import function_app
 from localdev.stack import Stack
-from processing import clients as clients_module
-from processing import job_store, layout
-from processing.messages import BlobCreated
-from processing.settings import get_settings
+from processing.adapters import clients as clients_module
+from processing.adapters import job_store
+from processing.core import layout
+from processing.core.messages import BlobCreated
+from processing.core.settings import get_settings
 from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
 
 pytestmark = pytest.mark.integration

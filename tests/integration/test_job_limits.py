@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from localdev.stack import Stack
-from processing import layout
+from processing.core import layout
 from rowsmith_cli import commands
 from tests.integration.harness import (
     RunnerProcess,

@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 
 from localdev.stack import Stack
-from processing import model
-from processing.clients import make_openai
-from processing.errors import ConfigurationError, RowError, Throttled, TransientError
-from processing.identity import make_credential
-from processing.pipelines import Output, Pipeline
-from processing.settings import Settings
+from processing.adapters import azure_openai
+from processing.adapters.clients import make_openai
+from processing.adapters.identity import make_credential
+from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.core.pipelines import Output, Pipeline
+from processing.core.settings import Settings
 from tests.integration.harness import app_settings, emulated_text
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ async def call(settings: Settings):
     client = make_openai(settings, credential)
 
     async def complete(text: str, pipeline: Pipeline = TEXT, deployment: str = "gpt-4o-mini", **kw):
-        return await model.complete(client, pipeline, deployment, text, **kw)
+        return await azure_openai.complete(client, pipeline, deployment, text, **kw)
 
     yield complete
     await client.close()
@@ -96,7 +96,7 @@ async def test_a_token_the_resource_refuses_is_transient_not_fatal(settings: Set
     )
     try:
         with pytest.raises(TransientError, match=r"refused the token \(401"):
-            await model.complete(client, TEXT, "gpt-4o-mini", "x")
+            await azure_openai.complete(client, TEXT, "gpt-4o-mini", "x")
     finally:
         await client.close()
         await credential.close()
@@ -108,7 +108,7 @@ async def test_an_api_key_is_a_configuration_error_naming_the_setting(settings: 
     client = make_openai(keyed, credential)
     try:
         with pytest.raises(ConfigurationError, match="unset AZURE_OPENAI_API_KEY"):
-            await model.complete(client, TEXT, "gpt-4o-mini", "x", using_key=True)
+            await azure_openai.complete(client, TEXT, "gpt-4o-mini", "x", using_key=True)
     finally:
         await client.close()
         await credential.close()
@@ -162,11 +162,11 @@ async def test_an_answer_that_is_never_json_is_a_row_error_after_a_bounded_numbe
     with pytest.raises(RowError, match=r"not valid JSON.*asked 3 times") as err:
         await call("count [[fault:invalid_json]]", JSON, retries=2)
     assert err.value.code == "invalid_json"
-    assert await _requests(stack) - before == model.JSON_TRIES
+    assert await _requests(stack) - before == azure_openai.JSON_TRIES
 
 
 async def test_the_limiter_hears_429s_and_the_remaining_budget(call, stack: Stack):
-    from processing.limiter import RateLimiter
+    from processing.core.rate_limiter import RateLimiter
     from tests.integration.harness import emulator
 
     limiter = RateLimiter(rpm=6000)

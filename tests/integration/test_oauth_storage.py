@@ -21,7 +21,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from localdev.azurite import DEV_ACCOUNT_KEY
 from localdev.identity_endpoint import OPENAI_RESOURCE, STORAGE_RESOURCE, SYSTEM_IDENTITY
 from localdev.stack import Stack
-from processing.layout import ALL_CONTAINERS, STORAGE_CONNECTION
+from processing.core.layout import ALL_CONTAINERS, STORAGE_CONNECTION
 from tests.integration.harness import (
     HARNESS_CLIENT_ID,
     RunnerProcess,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from localdev.stack import Stack
-from processing.cells import neutralise
-from processing.layout import UPLOADS_QUEUE
-from processing.messages import BlobCreated
+from processing.core.formulas import neutralise
+from processing.core.layout import UPLOADS_QUEUE
+from processing.core.messages import BlobCreated
 from tests.integration.harness import (
     RunnerProcess,
     download,
@@ -115,7 +115,7 @@ async def test_a_duplicate_blob_created_event_yields_one_job(stack: Stack, runne
             await uploads.send_message(event)
     finally:
         await target.close()
-    from processing.layout import job_id_for
+    from processing.core.layout import job_id_for
 
     job = job_id_for(blob.url, etag)
     done = await wait_state(stack, job)
@@ -134,7 +134,7 @@ async def test_a_duplicate_blob_created_event_yields_one_job(stack: Stack, runne
 
 
 async def _jobs_for(target, source: str):
-    from processing import job_store
+    from processing.adapters import job_store
 
     found = await job_store.list_manifests(target.blobs.get_container_client("jobs"))
     return found, [m.job for m in found if f"{m.source_container}/{m.source_blob}" == source]

@@ -38,8 +38,8 @@ from localdev.stack import (
     start_stack,
     write_local_settings,
 )
-from processing.layout import ALL_CONTAINERS, ALL_QUEUES
-from processing.settings import Settings
+from processing.core.layout import ALL_CONTAINERS, ALL_QUEUES
+from processing.core.settings import Settings
 
 
 def assert_all_gone(stack: Stack) -> None:

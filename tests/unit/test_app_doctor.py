@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 
 # Warnings this machine cannot avoid: no Core Tools, no venv named like the doctor expects,
 # Application Insights (the Bicep configures it in Azure, not locally), and

@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from processing.cells import neutralise, safe_row
+from processing.core.formulas import neutralise, safe_row
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""The completion decisions of processing/completion.py, one test per line of its tables."""
+"""The completion decisions of processing/finalize/completion.py, one test per line of its tables."""
 
 import pytest
 
-from processing.completion import Completion, Step, completion, first_step
-from processing.states import JobState
+from processing.core.states import JobState
+from processing.finalize.completion import Completion, Step, completion, first_step
 
 
 @pytest.mark.parametrize(

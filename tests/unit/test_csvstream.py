@@ -3,9 +3,9 @@ import codecs
 
 import pytest
 
-from processing import csvstream
-from processing.csvstream import BATCH_ROWS, CsvStream, hard_limit, sniff_delimiter
-from processing.errors import JobInputError
+from processing.core import csv_reader
+from processing.core.csv_reader import BATCH_ROWS, CsvStream, hard_limit, sniff_delimiter
+from processing.core.errors import JobInputError
 
 
 async def chunks_of(data: bytes, size: int):
@@ -276,7 +276,7 @@ async def test_the_parser_never_runs_far_ahead_of_its_consumer():
                 await asyncio.sleep(0.005)  # a slow consumer at first: the queues fill up
     assert consumed == total == stream.total_rows
     rows_per_chunk = 64 * 1024 // width
-    bound = (csvstream.QUEUED_BATCHES + 2) * BATCH_ROWS + (csvstream.CHUNKS_AHEAD + 2) * rows_per_chunk
+    bound = (csv_reader.QUEUED_BATCHES + 2) * BATCH_ROWS + (csv_reader.CHUNKS_AHEAD + 2) * rows_per_chunk
     assert BATCH_ROWS <= ahead <= bound < total / 10
 
 
@@ -286,4 +286,4 @@ async def test_batches_of_large_rows_are_bounded_by_characters():
     async with CsvStream(chunks_of(data, 256 * 1024), name="t.csv") as stream:
         sizes = [sum(len(r.cells[0]) for r in batch) async for batch in stream.batches()]
     assert sum(sizes) == 60 * 100_000
-    assert max(sizes) < csvstream.BATCH_CHARS + 100_000
+    assert max(sizes) < csv_reader.BATCH_CHARS + 100_000

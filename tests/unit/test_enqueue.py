@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from processing.enqueue import Enqueuer
+from processing.adapters.queue_sender import Enqueuer
 
 
 class SlowQueue:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from processing import limiter as limiter_mod
-from processing.errors import Throttled
-from processing.limiter import HEADROOM, RateLimiter, estimate_tokens
+from processing.core import rate_limiter as limiter_mod
+from processing.core.errors import Throttled
+from processing.core.rate_limiter import HEADROOM, RateLimiter, estimate_tokens
 
 
 class FakeTime:

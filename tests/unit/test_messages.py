@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from processing.messages import BadMessage, BlobCreated, FinalizeMessage, Row, RowsMessage
+from processing.core.messages import BadMessage, BlobCreated, FinalizeMessage, Row, RowsMessage
 
 
 def test_rows_message_round_trips_and_is_versioned():

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from processing.errors import ConfigurationError
-from processing.layout import route
-from processing.pipelines import Pipeline, load_pipeline
-from processing.settings import APP_ROOT
+from processing.core.errors import ConfigurationError
+from processing.core.layout import route
+from processing.core.pipelines import Pipeline, load_pipeline
+from processing.core.settings import APP_ROOT
 
 SHIPPED = APP_ROOT / "pipelines"
 

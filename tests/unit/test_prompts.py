@@ -1,7 +1,7 @@
 import pytest
 
-from processing.errors import ConfigurationError
-from processing.prompts import Template
+from processing.core.errors import ConfigurationError
+from processing.core.prompts import Template
 
 
 def test_renders_columns_by_name_and_keeps_literal_braces():

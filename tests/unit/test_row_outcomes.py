@@ -1,10 +1,10 @@
-"""The per-row decision table of processing/row_outcomes.py, one test per line of it."""
+"""The per-row decision table of processing/process/row_outcomes.py, one test per line of it."""
 
-from processing.errors import Throttled, TransientError
-from processing.messages import Row
-from processing.records import Record
-from processing.row_outcomes import Requeue, RowsPlan, plan
-from processing.states import RowCode
+from processing.core.errors import Throttled, TransientError
+from processing.core.messages import Row
+from processing.core.records import Record
+from processing.core.states import RowCode
+from processing.process.row_outcomes import Requeue, RowsPlan, plan
 
 ROWS = (Row(0, ("a",)), Row(1, ("b",)), Row(2, ("c",)))
 MAX = 5

@@ -2,8 +2,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from processing.errors import ConfigurationError
-from processing.settings import APP_ROOT, DEFAULTS, SETTINGS_REFERENCE, Settings, StorageSettings, markdown_table
+from processing.core.errors import ConfigurationError
+from processing.core.settings import APP_ROOT, DEFAULTS, SETTINGS_REFERENCE, Settings, StorageSettings, markdown_table
 from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE, CliSettings
 
 
@@ -105,7 +105,7 @@ def test_the_readme_configuration_table_is_the_one_rendered_from_the_settings_ta
 
 
 def test_settings_and_manifests_take_their_defaults_from_the_table() -> None:
-    from processing.manifest import Manifest
+    from processing.core.manifest import Manifest
 
     settings = Settings.from_env(BASE)
     for setting in SETTINGS_REFERENCE:

@@ -1,11 +1,11 @@
 import json
 
-from processing.columns import added_columns, unique_header
-from processing.layout import job_id_for
-from processing.manifest import Manifest
-from processing.model import retry_after
-from processing.records import Record, parse_lines
-from processing.shards import MAX_APPEND, _blocks
+from processing.adapters.azure_openai import retry_after
+from processing.adapters.shards import MAX_APPEND, _blocks
+from processing.core.layout import job_id_for
+from processing.core.manifest import Manifest
+from processing.core.records import Record, parse_lines
+from processing.core.result_columns import added_columns, unique_header
 
 
 def test_added_columns_never_clash_with_input_columns():
@@ -58,7 +58,7 @@ def test_manifest_round_trips():
 
 
 def test_progress_knows_when_a_range_of_rows_is_complete():
-    from processing.finalize import Progress
+    from processing.finalize.progress import Progress
 
     progress = Progress(bitmap=bytearray(4))
     for i in range(3, 29):
@@ -71,10 +71,10 @@ def test_progress_knows_when_a_range_of_rows_is_complete():
 def test_a_results_json_line_stays_one_line_for_every_reader() -> None:
     import json
 
-    from processing.finalize import _json_line
+    from processing.finalize.results_files import json_line
 
     value = "a\u2028b\u2029c\x85d\x1ce\nf\rg ünï"
-    line = _json_line({"input": {"text": value}})
+    line = json_line({"input": {"text": value}})
     assert line.endswith(b"\n") and len(line.decode().splitlines()) == 1
     assert json.loads(line)["input"]["text"] == value
     assert "ünï" in line.decode()  # non-ASCII text stays readable

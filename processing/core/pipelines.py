@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processing.errors import ConfigurationError
-from processing.prompts import Template
+from processing.core.errors import ConfigurationError
+from processing.core.prompts import Template
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}

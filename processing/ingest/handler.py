@@ -19,15 +19,15 @@ import time
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from processing import claims, job_store, shards
-from processing.clients import Clients
-from processing.columns import added_columns
-from processing.csvstream import CsvStream, ParsedRow
-from processing.enqueue import Enqueuer
-from processing.errors import ConfigurationError, JobInputError
-from processing.failures import fail_job
-from processing.hostconfig import max_dequeue_count
-from processing.layout import (
+from processing.adapters import job_store
+from processing.adapters.blob_lock import LEASE_SECONDS, BlobLock
+from processing.adapters.clients import Clients
+from processing.adapters.error_reports import fail_job
+from processing.adapters.queue_sender import Enqueuer
+from processing.core.csv_reader import CsvStream
+from processing.core.errors import ConfigurationError, JobInputError
+from processing.core.host_config import max_dequeue_count
+from processing.core.layout import (
     INPUT_CONTAINER,
     UPLOADS_QUEUE,
     ingest_lock_blob,
@@ -37,12 +37,12 @@ from processing.layout import (
     route,
     starts_a_job,
 )
-from processing.lock import LEASE_SECONDS, BlobLock
-from processing.manifest import Manifest
-from processing.messages import BlobCreated, FinalizeMessage, Row, RowsMessage
-from processing.pipelines import Pipeline, load_pipeline
-from processing.records import Record
-from processing.states import FINAL_STATES, JobState
+from processing.core.manifest import Manifest
+from processing.core.messages import BlobCreated, FinalizeMessage
+from processing.core.pipelines import Pipeline, load_pipeline
+from processing.core.result_columns import added_columns
+from processing.core.states import FINAL_STATES, JobState
+from processing.ingest.batcher import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -154,99 +154,6 @@ def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
         )
 
 
-# Row-error records held before they are appended early (they are otherwise written at checkpoints).
-BAD_CHARS = 4 * 1024 * 1024
-
-
-class _Batcher:
-    """Groups consecutive rows into messages, splitting at shard boundaries and size limits."""
-
-    def __init__(self, manifest: Manifest, pipeline: Pipeline, clients: Clients, enqueuer: Enqueuer) -> None:
-        self.job = manifest.job
-        self.manifest = manifest
-        self.per_message = pipeline.rows_per_message
-        self.clients = clients
-        self.enqueuer = enqueuer
-        self.pending: list[Row] = []
-        self.bad: dict[int, list[Record]] = {}
-        self.bad_chars = 0  # characters held in `bad`
-        self.max_row_bytes = clients.settings.max_row_bytes
-
-    def shard(self, index: int) -> int:
-        return self.manifest.shard_of(index)
-
-    def _row_error(self, parsed: ParsedRow, width: int) -> tuple[str, str]:
-        """(message, code) if the row cannot be sent to the model, else ("", "")."""
-        where = f"row {parsed.index + 1} ({parsed.lines})"
-        count = ""
-        if len(parsed.cells) != width:
-            count = f"has {len(parsed.cells)} field(s) but the header has {width}"
-        if not parsed.sizes:  # CsvStream sets sizes only for a row over max_row_bytes
-            if count:
-                return f"{where} {count}; check for an unquoted delimiter or a missing quote", "bad_row"
-            return "", ""
-        big = max(range(len(parsed.sizes)), key=parsed.sizes.__getitem__)
-        header = self.manifest.header
-        column = f"column {big + 1}" + (f" ({header[big]!r})" if big < len(header) else "")
-        error = (
-            f"{where} is {sum(parsed.sizes):,} bytes, over the {self.max_row_bytes:,}-byte limit "
-            f"(ROWSMITH_MAX_ROW_BYTES); its largest field is {column} with {parsed.sizes[big]:,} bytes. "
-            "It was not sent to the model, and its long cells are cut short (ending in …) in the results"
-        )
-        if count:
-            error += f"; it also {count}"
-        if parsed.line - (parsed.first_line or parsed.line) >= 10:
-            error += f"; it spans {parsed.lines}: if it should not, look for an unbalanced quote"
-        return error, "row_too_large"
-
-    async def add(self, parsed: ParsedRow, width: int) -> None:
-        error, code = self._row_error(parsed, width)
-        if error:
-            rec = Record.failed(parsed.index, parsed.cells, code, error)
-            self.bad.setdefault(self.shard(parsed.index), []).append(rec)
-            self.bad_chars += sum(map(len, parsed.cells))
-            await self.flush()  # keep rows contiguous in messages
-            if self.bad_chars >= BAD_CHARS:
-                await self._append_bad()  # a file of many bad rows must not fill memory before a checkpoint
-            return
-        if self.pending and (
-            len(self.pending) >= self.per_message
-            or self.shard(self.pending[0].index) != self.shard(parsed.index)
-            or self.pending[-1].index + 1 != parsed.index
-        ):
-            await self.flush()
-        self.pending.append(Row(parsed.index, tuple(parsed.cells)))
-
-    async def flush(self) -> None:
-        rows, self.pending = tuple(self.pending), []
-        if rows:
-            await self._send(rows)
-
-    async def _send(self, rows: tuple[Row, ...]) -> None:
-        message = RowsMessage(self.job, rows)
-        text = claims.inline(message)
-        if text is not None:
-            await self.enqueuer.send(text)
-        elif len(rows) > 1:
-            half = len(rows) // 2
-            await self._send(rows[:half])
-            await self._send(rows[half:])
-        else:
-            # Claim check: the row goes to a blob and the message names it.
-            await self.enqueuer.send(await claims.store(self.clients.jobs, message))
-
-    async def checkpoint(self) -> None:
-        await self.flush()
-        await self._append_bad()
-        await self.enqueuer.drain()
-
-    async def _append_bad(self) -> None:
-        for shard, records in self.bad.items():
-            await shards.append(self.clients.jobs, self.job, shard, records, max_blocks=self.manifest.shard_max_blocks)
-        self.bad.clear()
-        self.bad_chars = 0
-
-
 async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> bool:
     """Read (the rest of) the file; False if the time budget ran out first (resume later)."""
     settings = clients.settings
@@ -323,7 +230,7 @@ async def _stream_rows(
             manifest.output_columns = added_columns(header, pipeline.output.fields)
         manifest.ingest_passes += 1
         await job_store.save(clients.jobs, manifest)
-        batcher = _Batcher(manifest, pipeline, clients, enqueuer)
+        batcher = Batcher(manifest, pipeline, clients, enqueuer)
         next_checkpoint = resume_from + settings.ingest_checkpoint_rows
         async for batch in stream.batches():
             for parsed in batch:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from processing.errors import RowsmithError
+from processing.core.errors import RowsmithError
 
 VERSION = 1
 # Leave room under the 64 KiB queue limit for the envelope and any base64 re-encoding.

@@ -7,8 +7,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from processing.layout import manifest_blob
-from processing.manifest import Manifest
+from processing.core.layout import manifest_blob
+from processing.core.manifest import Manifest
 
 _JSON = ContentSettings(content_type="application/json")
 

@@ -17,12 +17,12 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing import job_store
-from processing.clients import Clients
-from processing.errors import ConfigurationError
-from processing.layout import error_report_blob, fatal_blob
-from processing.manifest import Manifest
-from processing.states import JobState
+from processing.adapters import job_store
+from processing.adapters.clients import Clients
+from processing.core.errors import ConfigurationError
+from processing.core.layout import error_report_blob, fatal_blob
+from processing.core.manifest import Manifest
+from processing.core.states import JobState
 
 log = logging.getLogger(__name__)
 

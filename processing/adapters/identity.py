@@ -12,7 +12,7 @@ import logging
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
-from processing.settings import Settings
+from processing.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

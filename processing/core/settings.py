@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processing.errors import ConfigurationError
-from processing.layout import STORAGE_CONNECTION
+from processing.core.errors import ConfigurationError
+from processing.core.layout import STORAGE_CONNECTION
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY")
 DEFAULT_API_VERSION = "2024-10-21"
 
@@ -315,7 +315,7 @@ class Settings:
     # Present only when a user opts out of keyless auth; clients.py warns loudly.
     openai_api_key: str | None = None
     openai_timeout_seconds: float = DEFAULTS["openai_timeout_seconds"]
-    # Quick retries of connection errors and 5xx made by processing/model.py itself (the
+    # Quick retries of connection errors and 5xx made by processing/adapters/azure_openai.py itself (the
     # client's own are off); 429s are never slept on in-process (the row is re-enqueued
     # with the server's delay).
     openai_max_retries: int = DEFAULTS["openai_max_retries"]

@@ -18,9 +18,9 @@ import openai
 from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
-from processing.errors import ConfigurationError, RowError, Throttled, TransientError
-from processing.limiter import RateLimiter, estimate_tokens
-from processing.pipelines import Pipeline, PipelineError
+from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.core.pipelines import Pipeline, PipelineError
+from processing.core.rate_limiter import RateLimiter, estimate_tokens
 
 DEFAULT_RETRY_AFTER = 5.0
 # A JSON-schema answer that does not parse is asked for again this many times in all, then

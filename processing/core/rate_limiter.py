@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from processing.errors import Throttled
+from processing.core.errors import Throttled
 
 HEADROOM = 0.97  # pace at 97% of the configured rate
 BURST_SECONDS = 1.0  # Azure enforces RPM over 1-10 s intervals: allow one second of burst

@@ -34,7 +34,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
-from processing.errors import JobInputError
+from processing.core.errors import JobInputError
 
 BATCH_ROWS = 500
 BATCH_CHARS = 1 << 20

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from processing.states import FINAL_STATES, JobState
+from processing.core.states import FINAL_STATES, JobState
 
 
 class Step(StrEnum):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from processing.errors import ConfigurationError
+from processing.core.errors import ConfigurationError
 
 # `{{` and `}}` are literal braces; `{name}` is a column. A column name may contain
 # anything but braces, so headers such as "Order ID" or "prix (€)" work.

@@ -12,8 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from processing.settings import DEFAULTS
-from processing.states import JobState
+from processing.core.settings import DEFAULTS
+from processing.core.states import JobState
 
 MANIFEST_VERSION = 1
 

@@ -19,8 +19,8 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobProperties
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from processing.layout import shard_blob
-from processing.records import Record
+from processing.core.layout import shard_blob
+from processing.core.records import Record
 
 # Append Block accepts at most 4 MiB per call on older service versions; stay under it.
 MAX_APPEND = 4 * 1024 * 1024 - 1024

@@ -12,9 +12,9 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from openai import AsyncAzureOpenAI
 
-from processing.identity import make_credential
-from processing.layout import FINALIZE_QUEUE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
-from processing.settings import Settings, StorageSettings, get_settings
+from processing.adapters.identity import make_credential
+from processing.core.layout import FINALIZE_QUEUE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
+from processing.core.settings import Settings, StorageSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def make_openai(settings: Settings, credential: AsyncTokenCredential) -> AsyncAz
         "azure_endpoint": settings.openai_endpoint,
         "api_version": settings.openai_api_version,
         # The client would sleep on a 429 for up to two minutes per retry, holding the worker;
-        # processing/model.py retries 5xx and connection errors itself and re-queues 429s.
+        # processing/adapters/azure_openai.py retries 5xx and connection errors itself and re-queues 429s.
         "max_retries": 0,
         "timeout": settings.openai_timeout_seconds,
     }

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from processing.errors import Throttled
-from processing.messages import Row
-from processing.records import Record
-from processing.states import RowCode
+from processing.core.errors import Throttled
+from processing.core.messages import Row
+from processing.core.records import Record
+from processing.core.states import RowCode
 
 Outcome = Record | Exception  # a Record, Throttled, or a transient error
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processing.states import RowCode, RowStatus
+from processing.core.states import RowCode, RowStatus
 
 
 @dataclass(frozen=True)

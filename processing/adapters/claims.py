@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from azure.storage.blob.aio import ContainerClient
 
-from processing.layout import claim_blob
-from processing.messages import INLINE_LIMIT, Row, RowsMessage
+from processing.core.layout import claim_blob
+from processing.core.messages import INLINE_LIMIT, Row, RowsMessage
 
 
 def inline(message: RowsMessage) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 
-from processing.settings import APP_ROOT
+from processing.core.settings import APP_ROOT
 
 DEFAULT_MAX_DEQUEUE = 5
 

@@ -1,0 +1,1 @@
+"""Adapters: everything that talks to Azure Storage or Azure OpenAI, used by the stages."""

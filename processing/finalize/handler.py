@@ -1,0 +1,96 @@
+"""Finalize: notice when every row of a job has a record, then write the results.
+
+Each check reads only what was appended to the shards since the last check (append
+blobs only grow), marks rows seen in a bitmap and keeps counts; the progress is one blob
+written with an ETag condition, so a duplicate finalize chain loses the race and stops.
+When all rows are seen the outputs are written shard by shard, in row order, keeping the
+first record of each row, so memory is bounded by one shard, not by the file.
+
+A job that stops making progress (no new record for ROWSMITH_STALL_TIMEOUT_SECONDS) is
+completed anyway: its rows without a record are written as errors with code "missing" and
+the manifest's `incomplete` says how many and why, so a job always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from processing.adapters import job_store
+from processing.adapters.clients import Clients
+from processing.adapters.error_reports import fail_job, read_fatal
+from processing.core.messages import FinalizeMessage
+from processing.core.states import JobState
+from processing.finalize.completion import Completion, Step, completion, first_step, stall_reason
+from processing.finalize.progress import load_progress, save_progress, scan
+from processing.finalize.results_files import write_outputs
+
+log = logging.getLogger(__name__)
+
+
+async def handle_finalize(body: str | bytes, clients: Clients) -> None:
+    message = FinalizeMessage.from_json(body)
+    manifest = await job_store.load(clients.jobs, message.job)
+    step = first_step(manifest.state if manifest else None)
+    if step == Step.STOP:
+        return
+    assert manifest is not None
+    interval = max(1, round(clients.settings.finalize_interval_seconds))
+    if step == Step.WAIT:
+        await _reschedule(clients, message, interval)
+        return
+    fatal = await read_fatal(clients, manifest.job)
+    if fatal:
+        await fail_job(clients, manifest, fatal)
+        return
+    progress = await load_progress(clients, manifest)
+    before = progress.seen
+    await scan(clients, manifest, progress)
+    now = time.time()
+    if progress.seen > before or not progress.changed_at:
+        progress.changed_at = now
+    if not await save_progress(clients, manifest, progress):
+        log.info("job %s: another finalize holds the progress; this chain stops", manifest.job)
+        return
+    manifest.counts = {"ok": progress.ok, "error": progress.error}
+    manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
+    total = manifest.total_rows or 0
+    stall = clients.settings.stall_timeout_seconds
+    verdict = completion(total=total, seen=progress.seen, idle_seconds=now - progress.changed_at, stall_seconds=stall)
+    if verdict == Completion.STALLED:
+        missing = total - progress.seen
+        manifest.incomplete = {"missing": missing, "reason": stall_reason(missing, stall)}
+        manifest.counts["missing"] = missing
+        log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
+    if verdict != Completion.PENDING:
+        manifest.results = await write_outputs(clients, manifest)
+        manifest.state = JobState.DONE
+        manifest.stamp("finished")
+    elif progress.seen > before:
+        manifest.stamp("first_result")
+    try:
+        await job_store.save(clients.jobs, manifest)
+    except job_store.ManifestConflict:
+        log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
+        return
+    if manifest.state == JobState.DONE:
+        log.info("job %s done: %s", manifest.job, manifest.counts)
+        return
+    await _reschedule(clients, message, interval)
+
+
+# After a finalize check failed every attempt (a storage outage, say), look again later
+# rather than never: finalize is idempotent, and a job must always complete.
+POISON_RETRY_SECONDS = 300
+
+
+async def handle_finalize_poison(body: str | bytes, clients: Clients) -> None:
+    message = FinalizeMessage.from_json(body)
+    log.warning("job %s: finalize failed every attempt; checking again in %d s", message.job, POISON_RETRY_SECONDS)
+    await _reschedule(clients, message, POISON_RETRY_SECONDS)
+
+
+async def _reschedule(clients: Clients, message: FinalizeMessage, delay: int) -> None:
+    await clients.finalize_queue.send_message(
+        FinalizeMessage(message.job, checks=message.checks + 1).to_json(), visibility_timeout=delay
+    )

@@ -1,0 +1,90 @@
+"""A job's spec (pipeline, bound template, deployment, shard geometry), read once per instance."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from processing.adapters import job_store
+from processing.adapters.clients import Clients
+from processing.core.manifest import Manifest
+from processing.core.pipelines import Pipeline
+from processing.core.prompts import BoundTemplate
+from processing.core.states import FINAL_STATES
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The immutable part of a manifest that every row of the job needs."""
+
+    job: str
+    pipeline: Pipeline
+    template: BoundTemplate
+    deployment: str
+    shard_rows: int
+    shard_max_blocks: int
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
+        pipeline = Pipeline.from_dict(manifest.pipeline)
+        return cls(
+            job=manifest.job,
+            pipeline=pipeline,
+            template=pipeline.template.bind(manifest.header),
+            deployment=pipeline.deployment or default_deployment,
+            shard_rows=manifest.shard_rows,
+            shard_max_blocks=manifest.shard_max_blocks,
+        )
+
+
+class SpecCache:
+    """Per-process cache: a job's spec is read once per instance, not once per message.
+
+    The job's state is read again every `finalize_interval_seconds`: once a job is done or
+    failed, its rows still in the queue (a row throttled past the stall deadline, a duplicate
+    delivery) are dropped instead of costing a model call each, for ever in the case of a
+    quota that never frees. One read serves every concurrent message of the job (an
+    instance runs about 24 at once), so that is one small read per job per instance per
+    interval, and one at the start of a job.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._items: OrderedDict[str, tuple[JobSpec, float]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[JobSpec | None]] = {}
+        self._size = size
+        self.fatal: dict[str, str] = {}
+
+    async def get(self, clients: Clients, job: str) -> JobSpec | None:
+        cached = self._items.get(job)
+        if cached and time.monotonic() - cached[1] < clients.settings.finalize_interval_seconds:
+            self._items.move_to_end(job)
+            return cached[0]
+        loading = self._loading.get(job)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            loading = asyncio.ensure_future(self._load(clients, job, cached[0] if cached else None))
+            self._loading[job] = loading
+            loading.add_done_callback(functools.partial(self._forget, job))
+        # Shielded: one caller cancelled (its invocation timed out) must not cancel the others' read.
+        return await asyncio.shield(loading)
+
+    def _forget(self, job: str, done: asyncio.Future[JobSpec | None]) -> None:
+        if self._loading.get(job) is done:
+            del self._loading[job]
+
+    async def _load(self, clients: Clients, job: str, spec: JobSpec | None) -> JobSpec | None:
+        manifest = await job_store.load(clients.jobs, job)
+        if manifest is None or not manifest.header or manifest.state in FINAL_STATES:
+            self._items.pop(job, None)
+            return None
+        spec = spec or JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
+        self._items[job] = (spec, time.monotonic())
+        self._items.move_to_end(job)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return spec
+
+
+specs = SpecCache()
