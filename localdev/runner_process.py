@@ -7,6 +7,7 @@ printed its ready line.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -83,3 +84,18 @@ class RunnerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_detached(settings: Mapping[str, str], log_path: Path) -> int:
+    """Start a runner that outlives its caller (`rowsmith local up`): this environment plus
+    `settings`, its output appended to `log_path`. Returns its pid."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT)],
+            cwd=APP_ROOT,
+            env={**os.environ, **settings},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the `rowsmith local up` that started it
+        )
+    return process.pid

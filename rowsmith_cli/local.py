@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from localdev.ports import pid_alive, terminate_pid
+from localdev.runner_process import start_detached
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
 from processing.core.settings import APP_ROOT
 from rowsmith_cli import commands
@@ -65,17 +64,9 @@ def running(cli: CliSettings) -> Stack | None:
 
 
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
-    with (state_dir / "runner.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", RUNNER_MODULE, "--app-dir", str(APP_ROOT)],
-            cwd=APP_ROOT,
-            env={**os.environ, **settings},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the `rowsmith local up` that started it
-        )
-    (state_dir / RUNNER_PID).write_text(f"{process.pid}\n")
-    return process.pid
+    pid = start_detached(settings, state_dir / "runner.log")
+    (state_dir / RUNNER_PID).write_text(f"{pid}\n")
+    return pid
 
 
 def local_app_settings(stack: Stack, finalize_interval: float) -> dict[str, str]:
