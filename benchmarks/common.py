@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from localdev import control
 from localdev.stack import Stack
 from processing.adapters import job_store
 from processing.core import layout
@@ -325,12 +325,8 @@ class Direct:
 
 
 async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-        session.request(method, stack.emulator_url + path, json=body) as response,
-    ):
-        response.raise_for_status()
-        return await response.json()
+    """The Azure OpenAI emulator's control API (`/_emulator/stats`, `/_emulator/config`, ...)."""
+    return await control.call(stack.emulator_url, method, path, body)
 
 
 # --- pipelines --------------------------------------------------------------------------------

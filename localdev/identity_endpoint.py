@@ -24,7 +24,7 @@ basic`) accepts the storage tokens: it needs exactly these claims (nbf <= now <=
 an issuer starting https://sts.windows.net/, the storage audience) and does not check the
 signature.
 
-Control API (for tests and fault drills):
+Control API (for tests and fault drills; localdev.control serves it):
 - `POST /_identity/config` JSON, any subset of: `failure_rate` (0..1: that share of token
   requests get a 500), `expired` (issue tokens that have already expired),
   `lifetime_seconds` (default 3600). Answers with the whole configuration, as does GET.
@@ -58,6 +58,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from localdev.control import add_control_routes
 from localdev.ports import LOOPBACK, ServedApp, run_forever, serve_app
 
 API_VERSION = "2019-08-01"
@@ -76,6 +77,7 @@ DEFAULT_PRINCIPAL_ID = "00000000-0000-4000-8000-00000000b001"  # oid of the syst
 DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-00000000c001"  # its appid
 DEFAULT_LIFETIME_SECONDS = 3600
 PROCESS_MARKER = "localdev.identity_endpoint"
+CONTROL_PREFIX = "/_identity"  # localdev.control's routes
 # uuid5 namespace for deriving a stable oid from a user-assigned identity's client id.
 _IDS_NAMESPACE = uuid.UUID("5b0b2a54-3c0f-4c2e-9d55-6b1f3e8f0a11")
 
@@ -187,11 +189,7 @@ class IdentityEndpoint:
         app = web.Application()
         app.router.add_get(TOKEN_PATH, self._token)
         app.router.add_get(JWKS_PATH, self._jwks)
-        app.router.add_get("/_identity/config", self._get_config)
-        app.router.add_post("/_identity/config", self._set_config)
-        app.router.add_get("/_identity/stats", self._get_stats)
-        app.router.add_post("/_identity/reset", self._reset)
-        app.router.add_get("/_identity/health", self._health)
+        add_control_routes(app, CONTROL_PREFIX, self)
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -232,28 +230,22 @@ class IdentityEndpoint:
     async def _jwks(self, request: web.Request) -> web.Response:
         return web.json_response(self.jwks)
 
-    async def _get_config(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(self.config))
+    # --- control API (localdev.control) -----------------------------------------------------
 
-    async def _set_config(self, request: web.Request) -> web.Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("the body must be a JSON object")
-            self.config.update(changes)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(asdict(self.config))
+    def control_config(self) -> dict[str, Any]:
+        return asdict(self.config)
 
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.as_dict())
+    def configure(self, changes: dict[str, Any]) -> None:
+        self.config.update(changes)
 
-    async def _reset(self, request: web.Request) -> web.Response:
+    def control_stats(self) -> dict[str, Any]:
+        return self.stats.as_dict()
+
+    def reset(self) -> None:
         self.stats = IdentityStats()
-        return web.json_response(self.stats.as_dict())
 
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok"}
 
     async def serve(self, host: str = LOOPBACK, port: int = 0) -> ServedApp:
         return await serve_app(self.app(), host, port)

@@ -24,11 +24,6 @@ from aiohttp import web
 LOOPBACK = "127.0.0.1"
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nobody listens on right now (the OS picks it; another process could still take it)."""
-    return free_ports(1, host)[0]
-
-
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
     """`count` distinct free ports: the sockets stay bound until all are picked, so no duplicates."""
     sockets: list[socket.socket] = []

@@ -38,7 +38,10 @@ from subprocess import Popen
 from typing import Any
 
 from localdev import azurite as azurite_mod
-from localdev import identity_endpoint, openai_emulator
+from localdev import control, identity_endpoint
+from localdev.openai_emulator import cli as emulator_cli
+from localdev.openai_emulator import server as emulator_server
+from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS, EmulatorConfig
 from localdev.ports import (
     LOOPBACK,
     free_ports,
@@ -137,7 +140,7 @@ class Stack:
     services: dict[str, Service]
     detached: bool = False
     in_memory: bool = True
-    deployments: list[str] = field(default_factory=lambda: list(openai_emulator.DEFAULT_DEPLOYMENTS))
+    deployments: list[str] = field(default_factory=lambda: list(DEFAULT_DEPLOYMENTS))
     started_at: float = field(default_factory=time.time)
     storage_auth: str = STORAGE_AUTH_KEY
     # OAuth mode: the throwaway CA that signed Azurite's certificate (clients trust it).
@@ -260,7 +263,7 @@ class Stack:
             services={name: Service.from_dict(name, s) for name, s in data["processes"].items()},
             detached=bool(data.get("detached", False)),
             in_memory=bool(data.get("in_memory", True)),
-            deployments=list(data.get("deployments", openai_emulator.DEFAULT_DEPLOYMENTS)),
+            deployments=list(data.get("deployments", DEFAULT_DEPLOYMENTS)),
             started_at=float(data.get("started_at", 0.0)),
             storage_auth=_checked_storage_auth(str(data.get("storage_auth", STORAGE_AUTH_KEY))),
             ca_file=Path(data["ca_file"]) if data.get("ca_file") else None,
@@ -308,7 +311,7 @@ def start_stack(
     ports: StackPorts | Mapping[str, int] | None = None,
     in_memory: bool = True,
     detached: bool = False,
-    deployments: list[str] | tuple[str, ...] = openai_emulator.DEFAULT_DEPLOYMENTS,
+    deployments: list[str] | tuple[str, ...] = DEFAULT_DEPLOYMENTS,
     rpm: int = 0,
     tpm: int = 0,
     latency_ms: float = 0.0,
@@ -338,7 +341,7 @@ def start_stack(
             f"a local stack is already running from {existing.state_path}; stop it first (`rowsmith local down`)"
         )
     # Validated before anything starts: a bad fault rate should not leave Azurite behind.
-    config = openai_emulator.EmulatorConfig(
+    config = EmulatorConfig(
         deployments=list(deployments),
         rpm=rpm,
         tpm=tpm,
@@ -487,11 +490,9 @@ def _spawn_identity(workdir: Path, port: int | None, header: str, detached: bool
     return Service("identity", process.pid, identity_endpoint.PROCESS_MARKER, log, process)
 
 
-def _spawn_emulator(
-    workdir: Path, ports: StackPorts, config: openai_emulator.EmulatorConfig, detached: bool
-) -> Service:
+def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool) -> Service:
     jwks_url = f"http://{LOOPBACK}:{ports.identity}{identity_endpoint.JWKS_PATH}"
-    args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *openai_emulator.config_to_args(config)]
+    args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *emulator_cli.config_to_args(config)]
     log = workdir / "emulator.log"
     process = spawn(
         python_module_command("localdev.openai_emulator", *args),
@@ -500,7 +501,7 @@ def _spawn_emulator(
         env=_child_env(),
         detached=detached,
     )
-    return Service("emulator", process.pid, openai_emulator.PROCESS_MARKER, log, process)
+    return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
 
 
 def _start_azurite(
@@ -535,7 +536,8 @@ def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
     wait_for_port(LOOPBACK, port, timeout, process=service.process, name=service.name, log_path=service.log)
     # A listening port could belong to another process that grabbed the free port first:
     # ask the health route, and make sure our child is still the one alive.
-    path = "/_identity/health" if service.name == "identity" else "/_emulator/health"
+    prefix = identity_endpoint.CONTROL_PREFIX if service.name == "identity" else emulator_server.CONTROL_PREFIX
+    path = prefix + control.HEALTH
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
     try:
         connection.request("GET", path)

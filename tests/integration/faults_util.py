@@ -26,14 +26,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.queue import QueueMessage
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from localdev.openai_emulator import FAULT_KINDS, EmulatorConfig
+from localdev import control
+from localdev.openai_emulator.config import EmulatorConfig
+from localdev.openai_emulator.faults import FAULT_KINDS
 from localdev.stack import Stack
 from processing.adapters import clients as clients_module
 from processing.core import layout
@@ -294,20 +295,12 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
 # --- the emulators' control APIs ------------------------------------------------------------------
 
 
-async def _call(url: str, method: str, body: dict[str, Any] | None = None) -> Any:
-    async with aiohttp.ClientSession() as session, session.request(method, url, json=body) as response:
-        text = await response.text()
-        if response.status >= 400:
-            raise AssertionError(f"{method} {url} -> {response.status}: {text}")
-        return json.loads(text)
-
-
 async def emulator_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await _call(stack.emulator_url + "/_emulator/config", "POST", changes)
+    return await control.call(stack.emulator_url, "POST", "/_emulator/config", changes)
 
 
 async def emulator_stats(stack: Stack) -> dict[str, Any]:
-    return await _call(stack.emulator_url + "/_emulator/stats", "GET")
+    return await control.call(stack.emulator_url, "GET", "/_emulator/stats")
 
 
 async def reset_emulator(stack: Stack) -> None:
@@ -327,20 +320,20 @@ async def reset_emulator(stack: Stack) -> None:
         default_max_tokens=defaults.default_max_tokens,
         seed=defaults.seed,
     )
-    await _call(stack.emulator_url + "/_emulator/reset", "POST")
+    await control.call(stack.emulator_url, "POST", "/_emulator/reset")
 
 
 async def identity_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await _call(stack.identity_url + "/_identity/config", "POST", changes)
+    return await control.call(stack.identity_url, "POST", "/_identity/config", changes)
 
 
 async def identity_stats(stack: Stack) -> dict[str, Any]:
-    return await _call(stack.identity_url + "/_identity/stats", "GET")
+    return await control.call(stack.identity_url, "GET", "/_identity/stats")
 
 
 async def reset_identity(stack: Stack) -> None:
     await identity_config(stack, failure_rate=0.0, expired=False, lifetime_seconds=3600)
-    await _call(stack.identity_url + "/_identity/reset", "POST")
+    await control.call(stack.identity_url, "POST", "/_identity/reset")
 
 
 # --- waiting ------------------------------------------------------------------------------------

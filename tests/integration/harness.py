@@ -18,11 +18,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from localdev import control
 from localdev import runner_process as localdev_runner
 from localdev.stack import Stack
 from processing.adapters import job_store
@@ -41,7 +41,7 @@ HARNESS_CLIENT_ID = "00000000-0000-4000-8000-00000000d001"
 
 
 def emulated_text(user_message: str) -> str:
-    """The emulator's documented answer for a text request (localdev/openai_emulator.py)."""
+    """The emulator's documented answer for a text request (localdev/openai_emulator/answers.py)."""
     return f"emulated answer {hashlib.sha256(user_message.encode()).hexdigest()[:16]}"
 
 
@@ -142,19 +142,10 @@ async def wait_state(stack: Stack, job: str, states: frozenset[str] = FINAL_STAT
 
 
 async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, stack.emulator_url + path, json=body) as response,
-    ):
-        response.raise_for_status()
-        return await response.json()
+    """The Azure OpenAI emulator's control API (`/_emulator/stats`, `/_emulator/config`, ...)."""
+    return await control.call(stack.emulator_url, method, path, body)
 
 
 async def identity(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The identity endpoint's control API (`/_identity/stats`, `/_identity/config`, ...)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, stack.identity_url + path, json=body) as response,
-    ):
-        response.raise_for_status()
-        return await response.json()
+    return await control.call(stack.identity_url, method, path, body)

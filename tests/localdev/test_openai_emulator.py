@@ -1,6 +1,6 @@
 """The Azure OpenAI emulator, called by the real openai client with real managed-identity tokens.
 
-Expected answers are recomputed here from the rule in localdev/openai_emulator.py's
+Expected answers are recomputed here from the rule in localdev/openai_emulator/answers.py's
 docstring, independently of the emulator's own code.
 """
 
@@ -25,7 +25,8 @@ from openai import AsyncAzureOpenAI
 from pydantic import BaseModel
 
 from localdev.identity_endpoint import IdentityEndpoint
-from localdev.openai_emulator import EmulatorConfig, OpenAIEmulator
+from localdev.openai_emulator.config import EmulatorConfig
+from localdev.openai_emulator.server import OpenAIEmulator
 from localdev.ports import ServedApp, serve_app
 
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"

@@ -23,7 +23,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from localdev.azurite import Azurite, start_azurite
-from localdev.runner import HostQueueConfig, Runner, RunnerError, parse_timespan
+from localdev.runner.errors import RunnerError
+from localdev.runner.hostconfig import HostQueueConfig, parse_timespan
+from localdev.runner.runner import Runner
 from tests.localdev.apps import failing_app, recorder_app
 from tests.localdev.apps.probe import Probe
 

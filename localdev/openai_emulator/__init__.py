@@ -1,0 +1,31 @@
+"""An Azure OpenAI emulator: the chat-completions REST shape, keyless auth, quotas, faults.
+
+It exists to test the protocol around the model, not the model: answers are
+deterministic and clearly fake.
+
+Endpoints
+---------
+- `POST /openai/deployments/{deployment}/chat/completions?api-version=...` (what
+  `AsyncAzureOpenAI` calls). A missing api-version is a 404, as in Azure.
+- `POST /openai/v1/chat/completions` (the v1 shape: the deployment is the body's `model`).
+
+An unknown deployment is a 404 `DeploymentNotFound` (deployments are a configured list,
+default `gpt-4o-mini`); a body without a non-empty `messages` list is a 400.
+
+Modules
+-------
+- `server`: the aiohttp application, its routes and the order of the checks on a request.
+- `auth`: bearer-token verification (`disableLocalAuth: true`: no api-key).
+- `chat`: the request body's validation and its prompt-token estimate.
+- `answers`: the deterministic answer rule and the completion body with its usage.
+- `quota`: RPM/TPM over a sliding 60-second window per deployment.
+- `faults`: injected faults, drawn from a seeded random or triggered by markers.
+- `errors`: Azure's error bodies.
+- `config`: the settings and their validation; `stats`: the counters.
+- `cli`: `python -m localdev.openai_emulator` (the flags, the ready line).
+
+The control API (`/_emulator/config`, `/_emulator/stats`, `/_emulator/reset`,
+`/_emulator/health`) is `localdev.control`'s, with the settings of `config` and the
+counters of `stats`; reset zeroes the counters and quota windows, forgets marker counts
+and reseeds the fault draw (the configuration stays).
+"""

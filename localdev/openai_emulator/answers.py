@@ -1,0 +1,167 @@
+"""The emulator's answers: deterministic and clearly fake, shaped by the request's response_format.
+
+The answer rule
+---------------
+Let `u` be the text of the LAST message whose role is "user" ("" if there is none; a
+content given as parts is the concatenation of its text parts) and
+`h = sha256(u.encode()).hexdigest()`.
+
+- Plain text (no `response_format`, or type "text"): `f"emulated answer {h[:16]}"`.
+- `response_format = {"type": "json_object"}`: the JSON text of
+  `{"answer": f"emulated answer {h[:16]}"}`.
+- `response_format = {"type": "json_schema", "json_schema": {"schema": S, ...}}`: the JSON
+  text of an object built from S. For each property `p` of an object schema, with
+  `hh = sha256((u + "\\x00" + p).encode()).hexdigest()`:
+    - `const` -> that value; `enum` -> `enum[int(hh[:8], 16) % len(enum)]`
+    - string -> `f"{p}-{hh[:8]}"` (cut to `maxLength` if given)
+    - integer -> `int(hh[:4], 16) % 100`; with both `minimum` and `maximum`:
+      `minimum + int(hh[:4], 16) % (maximum - minimum + 1)`
+    - number -> the integer rule as a float; boolean -> `int(hh[0], 16) % 2 == 0`; null -> None
+    - array of plain strings -> `[f"{p}-{hh[:6]}"]`; array of anything else -> one item
+      made by these rules under the same name `p` (repeated up to `minItems`)
+    - object -> the same rules for its own properties (each hashed with its own name)
+  `$ref` to `#/$defs/...` (or `#/definitions/...`) is followed; for `anyOf`/`oneOf` and
+  type lists the first non-null choice is used. Every property is filled in, in schema
+  order.
+- `n` > 1 gives n identical choices.
+
+Usage, in every answer: `prompt_tokens` is the request's estimate (localdev.openai_emulator.chat),
+`completion_tokens = len(answer) // 4 + 1`. If that exceeds the request's
+`max_completion_tokens` (or `max_tokens`), the content is cut to `4 * max_tokens`
+characters, `completion_tokens = max_tokens` and `finish_reason` is "length" (so a cut JSON
+answer does not parse, as with a real model); else "stop".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from localdev.openai_emulator.chat import ChatRequest
+
+_SAFE = {k: {"filtered": False, "severity": "safe"} for k in ("hate", "self_harm", "sexual", "violence")}
+_PROMPT_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": _SAFE}]
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def text_answer(user_text: str) -> str:
+    return f"emulated answer {sha256_hex(user_text)[:16]}"
+
+
+def schema_answer(user_text: str, schema: dict[str, Any]) -> Any:
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    return _value(user_text, "", schema, defs, 0)
+
+
+def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    seen = 0
+    while "$ref" in schema and seen < 16:
+        ref = str(schema["$ref"])
+        schema = defs.get(ref.rsplit("/", 1)[-1], {})
+        seen += 1
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [_resolve(s, defs) for s in schema[key]]
+            return next((s for s in options if s.get("type") != "null"), options[0] if options else {})
+    return schema
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        return next((k for k in kind if k != "null"), "null")
+    if "properties" in schema and "type" not in schema:
+        return "object"
+    return str(kind)
+
+
+def _value(user_text: str, name: str, schema: dict[str, Any], defs: dict[str, Any], depth: int) -> Any:
+    schema = _resolve(schema, defs)
+    kind = _type_of(schema)
+    if kind == "object":
+        if depth > 10:  # a recursive schema: stop instead of recursing forever
+            return {}
+        props = schema.get("properties", {})
+        return {p: _value(user_text, p, s, defs, depth + 1) for p, s in props.items()}
+    hh = sha256_hex(f"{user_text}\x00{name}")
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][int(hh[:8], 16) % len(schema["enum"])]
+    if kind == "array":
+        items = _resolve(schema.get("items", {}), defs)
+        plain_string = _type_of(items) == "string" and not items.get("enum") and "const" not in items
+        item = f"{name}-{hh[:6]}" if plain_string else _value(user_text, name, items, defs, depth + 1)
+        return [item] * max(1, int(schema.get("minItems", 1)))
+    return _scalar(kind, name, hh, schema)
+
+
+def _scalar(kind: str, name: str, hh: str, schema: dict[str, Any]) -> Any:
+    if kind in ("integer", "number"):
+        raw = int(hh[:4], 16)
+        low, high = schema.get("minimum"), schema.get("maximum")
+        value = int(low) + raw % (int(high) - int(low) + 1) if low is not None and high is not None else raw % 100
+        return float(value) if kind == "number" else value
+    if kind == "boolean":
+        return int(hh[0], 16) % 2 == 0
+    if kind == "null":
+        return None
+    text = f"{name}-{hh[:8]}"
+    return text[: int(schema["maxLength"])] if "maxLength" in schema else text
+
+
+def render_answer(request: ChatRequest) -> str:
+    fmt = request.body.get("response_format") or {}
+    kind = fmt.get("type", "text")
+    if kind == "json_schema":
+        return json.dumps(schema_answer(request.user_text, fmt["json_schema"]["schema"]))
+    if kind == "json_object":
+        return json.dumps({"answer": text_answer(request.user_text)})
+    return text_answer(request.user_text)
+
+
+@dataclass
+class Completion:
+    body: dict[str, Any]  # the chat.completion object
+    completion_tokens: int  # of every choice together
+
+
+def completion(chat: ChatRequest, completion_id: str, content: str | None = None) -> Completion:
+    """The answer to `chat` (`content`, or by the answer rule), with its usage and finish reason."""
+    content = render_answer(chat) if content is None else content
+    tokens = len(content) // 4 + 1
+    finish = "stop"
+    if chat.max_tokens is not None and tokens > chat.max_tokens:
+        content, tokens, finish = content[: 4 * chat.max_tokens], chat.max_tokens, "length"
+    n = int(chat.body.get("n") or 1)
+    message = {"role": "assistant", "content": content, "refusal": None}
+    body = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": chat.deployment,
+        "system_fingerprint": "fp_rowsmith_emulator",
+        "prompt_filter_results": _PROMPT_FILTER_RESULTS,
+        "choices": [
+            {
+                "index": i,
+                "message": message,
+                "finish_reason": finish,
+                "logprobs": None,
+                "content_filter_results": _SAFE,
+            }
+            for i in range(n)
+        ],
+        "usage": {
+            "prompt_tokens": chat.prompt_tokens,
+            "completion_tokens": tokens * n,
+            "total_tokens": chat.prompt_tokens + tokens * n,
+        },
+    }
+    return Completion(body, tokens * n)
