@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from localdev.ports import pid_alive, terminate_pid
+from localdev.runner.process import PROCESS_MARKER as RUNNER_MARKER
+from localdev.runner.process import RunnerProcess
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
 from processing.settings import APP_ROOT, CliSettings
 from rowsmith_cli import commands
 from rowsmith_cli.target import resolve, stack_file
 
 RUNNER_PID = "runner.pid"
-RUNNER_MODULE = "localdev.runner"
 
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -64,17 +64,10 @@ def running(cli: CliSettings) -> Stack | None:
 
 
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
-    with (state_dir / "runner.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", RUNNER_MODULE, "--app-dir", str(APP_ROOT)],
-            cwd=APP_ROOT,
-            env={**os.environ, **settings},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survives the `rowsmith local up` that started it
-        )
-    (state_dir / RUNNER_PID).write_text(f"{process.pid}\n")
-    return process.pid
+    # Detached: it survives the `rowsmith local up` that started it.
+    pid = RunnerProcess({**os.environ, **settings}, state_dir / "runner.log").start_detached()
+    (state_dir / RUNNER_PID).write_text(f"{pid}\n")
+    return pid
 
 
 def local_app_settings(stack: Stack, finalize_interval: float) -> dict[str, str]:
@@ -108,7 +101,7 @@ def down(cli: CliSettings) -> dict[str, Any]:
     pid = _runner_pid(cli)
     if pid and pid_alive(pid):
         # SIGTERM lets the runner finish the invocations in flight; only our runner is signalled.
-        terminate_pid(pid, RUNNER_MODULE, timeout=20)
+        terminate_pid(pid, RUNNER_MARKER, timeout=20)
         stopped = True
     (cli.state_dir / RUNNER_PID).unlink(missing_ok=True)
     path = stack_file(cli.state_dir)
