@@ -37,7 +37,7 @@ from benchmarks.common import (
 )
 from benchmarks.proxy import CountingProxy, Counts
 from localdev import azurite as azurite_mod
-from localdev.runner_process import RunnerProcess
+from localdev.runner.process import RunnerProcess
 from localdev.stack import Stack, start_stack
 from processing.core.layout import FINALIZE_QUEUE, OUTPUT_CONTAINER, ROWS_QUEUE, STORAGE_CONNECTION, UPLOADS_QUEUE
 from processing.core.states import FINAL_STATES, JobState

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from localdev.ports import pid_alive, terminate_pid
-from localdev.runner_process import start_detached
+from localdev.runner.process import PROCESS_MARKER as RUNNER_MARKER
+from localdev.runner.process import RunnerProcess, with_this_environment
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
 from processing.core.settings import APP_ROOT
 from rowsmith_cli import commands
@@ -22,7 +23,6 @@ from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import resolve, stack_file
 
 RUNNER_PID = "runner.pid"
-RUNNER_MODULE = "localdev.runner"
 
 
 def add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +64,8 @@ def running(cli: CliSettings) -> Stack | None:
 
 
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
-    pid = start_detached(settings, state_dir / "runner.log")
+    # Detached: it survives the `rowsmith local up` that started it.
+    pid = RunnerProcess(with_this_environment(settings), state_dir / "runner.log").start_detached()
     (state_dir / RUNNER_PID).write_text(f"{pid}\n")
     return pid
 
@@ -100,7 +101,7 @@ def down(cli: CliSettings) -> dict[str, Any]:
     pid = _runner_pid(cli)
     if pid and pid_alive(pid):
         # SIGTERM lets the runner finish the invocations in flight; only our runner is signalled.
-        terminate_pid(pid, RUNNER_MODULE, timeout=20)
+        terminate_pid(pid, RUNNER_MARKER, timeout=20)
         stopped = True
     (cli.state_dir / RUNNER_PID).unlink(missing_ok=True)
     path = stack_file(cli.state_dir)

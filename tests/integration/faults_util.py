@@ -1,10 +1,10 @@
 """Shared helpers of the fault, crash-recovery and chaos tests (tests/integration/test_faults.py,
 test_crash_recovery.py, test_chaos.py).
 
-- `Worker`: `python -m localdev.runner` as a child process, like harness.RunnerProcess, but with
-  the runner's own flags exposed: a short `--lease-seconds` (so the messages a SIGKILLed runner
-  held come back in seconds, not the host's 10 minutes), `--host-json` (a copy of the app's
-  host.json with a shorter visibilityTimeout, so retries take seconds) and `--functions`.
+- `Workers`: runners (harness.RunnerProcess) that a test may SIGKILL, with the runner's own flags:
+  a short `--lease-seconds` (so the messages a SIGKILLed runner held come back in seconds, not
+  the host's 10 minutes), `--host-json` (a copy of the app's host.json with a shorter
+  visibilityTimeout, so retries take seconds) and `--functions`.
 - queue, blob, emulator and identity-endpoint helpers, and an in-process app environment for
   calling the decorated functions directly, as tests/integration/test_functions_direct.py does.
 """
@@ -16,13 +16,8 @@ import contextlib
 import csv
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +33,12 @@ from localdev.openai_emulator.faults import FAULT_KINDS
 from localdev.stack import Stack
 from processing.adapters import clients as clients_module
 from processing.core import layout
-from processing.core.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, STORAGE_CONNECTION, UPLOADS_QUEUE
+from processing.core.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
 from processing.core.manifest import Manifest
 from processing.core.messages import BlobCreated
 from processing.core.records import Record, parse_lines
 from processing.core.settings import APP_ROOT, get_settings
-from tests.integration.harness import app_settings, wait_state
+from tests.integration.harness import RunnerProcess, app_settings, wait_state
 
 # --- the runner as a child process --------------------------------------------------------------
 
@@ -61,88 +56,13 @@ def host_json_with(directory: Path, *, visibility_seconds: int) -> Path:
     return path
 
 
-class Worker:
-    """The local runner driving function_app.py in a child process that a test may SIGKILL."""
-
-    def __init__(
-        self,
-        settings: Mapping[str, str],
-        log: Path,
-        *,
-        lease_seconds: float | None = None,
-        host_json: Path | None = None,
-        functions: list[str] | None = None,
-    ) -> None:
-        self.settings = dict(settings)
-        self.log_path = log
-        self.args: list[str] = []
-        if lease_seconds is not None:
-            self.args += ["--lease-seconds", str(lease_seconds)]
-        if host_json is not None:
-            self.args += ["--host-json", str(host_json)]
-        if functions:
-            self.args += ["--functions", ",".join(functions)]
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ready = threading.Event()
-
-    def start(self, timeout: float = 60) -> Worker:
-        # The app's storage connection comes from `settings` only, never from this process.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(STORAGE_CONNECTION)}
-        env.update(self.settings)
-        env["PYTHONPATH"] = str(APP_ROOT)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "localdev.runner", "--app-dir", str(APP_ROOT), *self.args],
-            cwd=APP_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.kill()
-            raise RuntimeError(f"the runner did not start in {timeout} s; log:\n{self.log()[-3000:]}")
-        return self
-
-    def _pump(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        with self.log_path.open("ab") as log:
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                if line.startswith(b'{"ready": "runner"'):
-                    self._ready.set()
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no lease handed back, whatever was in flight stays half done."""
-        if self.alive:
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait(15)
-
-    def stop(self) -> None:
-        if self.alive:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 class Workers:
     """Starts workers for one test and stops every one it started at the end."""
 
     def __init__(self, stack: Stack, directory: Path) -> None:
         self.stack = stack
         self.directory = directory
-        self.started: list[Worker] = []
+        self.started: list[RunnerProcess] = []
 
     def start(
         self,
@@ -151,10 +71,10 @@ class Workers:
         lease_seconds: float | None = None,
         functions: list[str] | None = None,
         **overrides: str,
-    ) -> Worker:
+    ) -> RunnerProcess:
         """`visibility_seconds=None` keeps the app's host.json (10 s between retries of a failed message)."""
         n = len(self.started)
-        worker = Worker(
+        worker = RunnerProcess(
             app_settings(self.stack, **overrides),
             self.directory / f"runner-{n}.log",
             lease_seconds=lease_seconds,

@@ -23,7 +23,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import control
-from localdev import runner_process as localdev_runner
+from localdev.runner import process
 from localdev.stack import Stack
 from processing.adapters import job_store
 from processing.adapters.clients import make_blob_service, make_queue_service
@@ -45,16 +45,17 @@ def emulated_text(user_message: str) -> str:
     return f"emulated answer {hashlib.sha256(user_message.encode()).hexdigest()[:16]}"
 
 
-class RunnerProcess(localdev_runner.RunnerProcess):
+class RunnerProcess(process.RunnerProcess):
     """The runner with a stack's app settings: its storage connection comes from `settings`
-    only, never from this process's environment."""
+    only, never from this process's environment. The keyword arguments are the runner's own
+    flags (localdev.runner.process)."""
 
-    def __init__(self, settings: Mapping[str, str], log: Path) -> None:
+    def __init__(self, settings: Mapping[str, str], log: Path, **flags: Any) -> None:
         self.settings = dict(settings)  # what the test asked for, apart from the inherited environment
         env = {k: v for k, v in os.environ.items() if not k.startswith(STORAGE_CONNECTION)}
         env.update(settings)
         env["PYTHONPATH"] = str(APP_ROOT)
-        super().__init__(env, log)
+        super().__init__(env, log, **flags)
 
 
 def app_settings(stack: Stack, **overrides: str) -> dict[str, str]:
