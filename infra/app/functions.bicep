@@ -30,11 +30,15 @@ param openAiRequestsPerMinute int
 
 param openAiTokensPerMinute int
 
+@description('Upper bound on on-demand instances of each per-function scale group (1 to 1000).')
 param maximumInstanceCount int
 
 param instanceMemoryMB int
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+@description('Resource id of the Log Analytics workspace that receives the FunctionAppLogs.')
+param logAnalyticsWorkspaceId string
+
+resource storage 'Microsoft.Storage/storageAccounts@2026-09-01' existing = {
   name: storageAccountName
 }
 
@@ -42,7 +46,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   // checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is offered only in some regions; after an instance loss its queue messages reappear and another instance takes them.
   name: planName
   location: location
@@ -57,7 +61,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-resource app 'Microsoft.Web/sites@2024-04-01' = {
+resource app 'Microsoft.Web/sites@2025-03-01' = {
   // checkov:skip=CKV_AZURE_222:azd deploys over the public SCM endpoint with an Entra token; the app itself has no HTTP functions to expose.
   // checkov:skip=CKV_AZURE_17:No HTTP functions, so no caller could present a client certificate; the app only pulls from queues.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales to zero and adds instances per queue length; a fixed minimum would bill idle time.
@@ -156,7 +160,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 
 // Publishing with a user name and password (FTP, and basic auth on the SCM site) is a
 // second credential; azd deploys with an Entra token, so both are switched off.
-resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: app
   name: 'ftp'
   properties: {
@@ -164,11 +168,28 @@ resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   }
 }
 
-resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
   parent: app
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// The host's and the app's log records (FunctionAppLogs table). Application Insights
+// receives the same records as traces; this copy sits beside the storage and Azure OpenAI
+// logs in one workspace, for one query across the whole pipeline.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: app
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
   }
 }
 

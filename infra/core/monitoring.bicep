@@ -1,6 +1,8 @@
 // Log Analytics and Application Insights. Local (instrumentation-key) auth is off on
 // both: the Function App sends telemetry with an Entra token from its identity
 // (APPLICATIONINSIGHTS_AUTHENTICATION_STRING), authorised by Monitoring Metrics Publisher.
+// The workspace also receives the diagnostic settings of storage, Azure OpenAI and the
+// Function App (declared next to each of those resources).
 
 param logAnalyticsName string
 
@@ -13,7 +15,7 @@ param tags object
 @description('Days Log Analytics keeps data (30 is included in the price).')
 param retentionInDays int = 30
 
-resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2026-03-01' = {
   name: logAnalyticsName
   location: location
   tags: tags
@@ -42,3 +44,4 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 
 output appInsightsName string = appInsights.name
 output logAnalyticsName string = logAnalytics.name
+output logAnalyticsId string = logAnalytics.id

@@ -20,7 +20,10 @@ param skuName string
 @description('Thousands of tokens per minute.')
 param capacity int
 
-resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
+@description('Resource id of the Log Analytics workspace that receives the account\'s audit and request logs.')
+param logAnalyticsWorkspaceId string
+
+resource account 'Microsoft.CognitiveServices/accounts@2026-09-01' = {
   // checkov:skip=CKV_AZURE_134:The Function App calls the public endpoint (no VNet here); keys are disabled, so every call needs an Entra token and the OpenAI User role.
   // checkov:skip=CKV_AZURE_238:The account calls no other resource, so it needs no identity of its own; callers use theirs.
   name: name
@@ -40,7 +43,7 @@ resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
   }
 }
 
-resource modelDeployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = {
+resource modelDeployment 'Microsoft.CognitiveServices/accounts/deployments@2026-09-01' = {
   parent: account
   name: deploymentName
   sku: {
@@ -54,6 +57,26 @@ resource modelDeployment 'Microsoft.CognitiveServices/accounts/deployments@2024-
       version: modelVersion
     }
     versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
+  }
+}
+
+// Audit: control-plane and key/identity events. RequestResponse: one record per inference
+// call (caller, deployment, status, duration; not the prompt or the answer).
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'Audit'
+        enabled: true
+      }
+      {
+        category: 'RequestResponse'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -34,3 +34,16 @@ minimum_tls_12 = LiteralPropertyCheck(
     allowed=("TLS1_2", "TLS1_3"),
     category=CheckCategories.ENCRYPTION,
 )
+
+BLOB_SERVICE = ("Microsoft.Storage/storageAccounts/blobServices",)
+
+# Versioning keeps the previous content of every overwritten or deleted blob. It is a
+# setting of the account's blob service, so it covers every container at once.
+blob_versioning_enabled = LiteralPropertyCheck(
+    check_id="CKV_ROWSMITH_12",
+    name="Blob services keep previous versions of blobs (isVersioningEnabled: true)",
+    resource_types=BLOB_SERVICE,
+    path=("properties", "isVersioningEnabled"),
+    allowed=(True,),
+    category=CheckCategories.BACKUP_AND_RECOVERY,
+)

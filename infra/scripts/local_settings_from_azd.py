@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-CONNECTION = "AzureWebJobsStorage"  # processing/names.py STORAGE_CONNECTION
+CONNECTION = "AzureWebJobsStorage"  # processing/core/layout.py STORAGE_CONNECTION
 
 # azd output -> local setting. The URIs form the identity-based storage connection; no
 # `__credential` is set, so the host uses your developer login rather than a managed

@@ -13,7 +13,7 @@ from tests.infra.checkov_scan import CUSTOM_PREFIX, Scan, run_checkov
 
 POLICY_FIXTURES = FIXTURES / "policies"
 
-CUSTOM_CHECKS = {f"{CUSTOM_PREFIX}{n}" for n in range(1, 8)}
+CUSTOM_CHECKS = {f"{CUSTOM_PREFIX}{n}" for n in range(1, 15)}
 
 # Which custom checks each bad fixture must fail, and no others.
 EXPECTED_FAILURES = {
@@ -26,6 +26,23 @@ EXPECTED_FAILURES = {
     "appinsights_keys_on.bicep": {"CKV_ROWSMITH_5"},
     "loganalytics_keys_on.bicep": {"CKV_ROWSMITH_6"},
     "storage_preview_api.bicep": {"CKV_ROWSMITH_7"},
+    "diagnostics_other_preview_api.bicep": {"CKV_ROWSMITH_7"},
+    # Role scopes: Event Grid's queue sender, managed identities' storage data roles.
+    "rbac_queue_sender_on_queue_service.bicep": {"CKV_ROWSMITH_8"},
+    "rbac_eventgrid_sender_on_account.bicep": {"CKV_ROWSMITH_8", "CKV_ROWSMITH_9"},
+    "rbac_app_blob_role_on_account.bicep": {"CKV_ROWSMITH_9"},
+    "rbac_app_queue_role_no_scope.bicep": {"CKV_ROWSMITH_9"},
+    "rbac_deadletter_writer_on_blob_service.bicep": {"CKV_ROWSMITH_9"},
+    # Diagnostic settings.
+    "storage_diagnostics_missing.bicep": {"CKV_ROWSMITH_10"},
+    "openai_diagnostics_wrong_category.bicep": {"CKV_ROWSMITH_10", "CKV_ROWSMITH_11"},
+    "functionapp_diagnostics_not_to_workspace.bicep": {"CKV_ROWSMITH_10", "CKV_ROWSMITH_11"},
+    # Blob versioning and its lifecycle bound.
+    "storage_versioning_off.bicep": {"CKV_ROWSMITH_12"},
+    "storage_versions_unbounded.bicep": {"CKV_ROWSMITH_13"},
+    # Event Grid dead letters.
+    "eventgrid_no_deadletter.bicep": {"CKV_ROWSMITH_14"},
+    "eventgrid_deadletter_without_identity.bicep": {"CKV_ROWSMITH_14"},
 }
 
 # Valid Bicep that checkov cannot parse, kept to prove the scanned-files check notices.

@@ -1,6 +1,6 @@
 """The Bicep creates exactly the names the code uses, and sets exactly the settings it reads.
 
-Sources of truth on the app side: processing/names.py, processing/core/settings.py
+Sources of truth on the app side: processing/core/layout.py, processing/core/settings.py
 (SETTINGS_REFERENCE, CLI_SETTINGS_REFERENCE), function_app.py (read with ast, not
 imported, so this test does not depend on the Functions runtime) and host.json.
 """
@@ -33,6 +33,8 @@ from tests.infra.bicep import (
     resources,
     variables,
 )
+from tests.infra.roles import DEAD_LETTER_CONTAINER, HOST_CONTAINERS
+from tests.infra.roles import DEPLOYMENT_CONTAINER as DEPLOYMENT_CONTAINER_NAME
 
 # App settings the Bicep sets that are not the app's own (SETTINGS_REFERENCE), with why.
 PLATFORM_SETTINGS = {
@@ -53,6 +55,13 @@ FLEX_FORBIDDEN_SETTINGS = {
 
 # The deployment-package container exists only on the Bicep side.
 DEPLOYMENT_CONTAINER = re.compile(r"^app-package")
+
+# Containers that are not the app's (processing/core/layout.py), with why they exist.
+INFRA_CONTAINERS = {
+    "azure-webjobs-hosts": "the Functions host's locks and host id; created here so its role can be scoped to it",
+    "azure-webjobs-secrets": "the Functions host's key store; created here for the same reason",
+    DEAD_LETTER_CONTAINER: "Event Grid writes events it could not deliver here",
+}
 
 
 # ---- what the Bicep creates ----
@@ -119,9 +128,22 @@ def _function_app_bindings() -> tuple[set[str], set[str]]:
 def test_containers_match_the_code() -> None:
     containers, _ = _storage_names()
     extra = [c for c in containers if DEPLOYMENT_CONTAINER.match(c)]
-    assert len(extra) == 1, f"expected one deployment-package container, got {extra}"
-    assert sorted(set(containers) - set(extra)) == sorted(layout.ALL_CONTAINERS)
+    assert extra == [DEPLOYMENT_CONTAINER_NAME], f"expected one deployment-package container, got {extra}"
+    assert sorted(set(containers) - set(extra) - set(INFRA_CONTAINERS)) == sorted(layout.ALL_CONTAINERS)
+    assert set(INFRA_CONTAINERS) <= set(containers)
     assert len(containers) == len(set(containers))
+
+
+def test_host_and_dead_letter_containers_are_the_ones_their_roles_name() -> None:
+    assert set(HOST_CONTAINERS) | {DEAD_LETTER_CONTAINER} == set(INFRA_CONTAINERS)
+    rbac = module_params("rbac")
+    assert rbac["hostContainers"] == list(HOST_CONTAINERS)
+    assert rbac["deadLetterContainer"] == DEAD_LETTER_CONTAINER
+    assert sorted(rbac["appContainers"]) == sorted(layout.ALL_CONTAINERS)
+    assert sorted(rbac["appQueues"]) == sorted(layout.ALL_QUEUES)
+    assert rbac["uploadsQueue"] == layout.UPLOADS_QUEUE
+    assert rbac["deploymentContainer"] == module_params("functionApp")["deploymentContainerName"]
+    assert module_params("blobCreated")["deadLetterContainerName"] == DEAD_LETTER_CONTAINER
 
 
 def test_deployment_package_container_is_the_one_flex_reads() -> None:

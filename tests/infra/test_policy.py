@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+from processing.core import layout
 from tests.infra.bicep import (
     INFRA,
     MAIN,
+    Resource,
     all_resources,
     bicep_files,
     dig,
     is_ref,
     module,
+    module_params,
+    module_scope,
     only,
     parse,
+    resolve,
     resources,
     variables,
 )
-from tests.infra.roles import EXPECTED_ASSIGNMENTS, PRINCIPAL_SOURCES, ROLES
+from tests.infra.roles import (
+    ACCOUNT,
+    DEAD_LETTER_CONTAINER,
+    EXPECTED_ASSIGNMENTS,
+    PRINCIPAL_SOURCES,
+    ROLES,
+    SCOPE_TYPES,
+)
 
 RBAC = INFRA / "core" / "rbac.bicep"
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
@@ -49,7 +62,9 @@ def test_storage_accepts_no_keys_and_no_anonymous_access() -> None:
 
 
 def test_containers_are_private() -> None:
-    containers = all_resources("Microsoft.Storage/storageAccounts/blobServices/containers")
+    containers = [
+        r for r in all_resources("Microsoft.Storage/storageAccounts/blobServices/containers") if not r.existing
+    ]
     assert containers
     assert all(dig(c.body, "properties", "publicAccess") == "None" for c in containers)
 
@@ -123,21 +138,115 @@ def test_event_grid_delivers_with_its_own_identity_to_a_queue() -> None:
     ]
 
 
+# ---- what arrives is kept and logged ----
+
+DIAGNOSTICS = "Microsoft.Insights/diagnosticSettings"
+
+# Monitored resource type -> the log categories its diagnostic setting must enable.
+REQUIRED_LOGS = {
+    "Microsoft.Storage/storageAccounts/blobServices": {"StorageRead", "StorageWrite", "StorageDelete"},
+    "Microsoft.Storage/storageAccounts/queueServices": {"StorageRead", "StorageWrite", "StorageDelete"},
+    "Microsoft.CognitiveServices/accounts": {"Audit", "RequestResponse"},
+    "Microsoft.Web/sites": {"FunctionAppLogs"},
+}
+
+
+def test_diagnostic_settings_send_the_required_logs_to_the_workspace() -> None:
+    monitored = [r for r in all_resources() if r.type in REQUIRED_LOGS and not r.existing]
+    assert {r.type for r in monitored} == set(REQUIRED_LOGS)
+    for res in monitored:
+        settings = [d for d in resources(res.file, DIAGNOSTICS) if d.body.get("scope") == res.symbol]
+        setting = only(settings, f"diagnostic setting of {res.symbol}")
+        assert setting.condition is None and setting.api_version == "2021-05-01-preview"
+        logs = {log["category"] for log in setting.body["properties"]["logs"] if log["enabled"] is True}
+        assert logs == REQUIRED_LOGS[res.type], res.symbol
+        assert setting.body["properties"]["workspaceId"] == "logAnalyticsWorkspaceId"
+    for name in ("storage", "openAi", "functionApp"):
+        param = module(name)["config"]["params"]["logAnalyticsWorkspaceId"]
+        assert is_ref(param, "monitoring", "outputs", "logAnalyticsId"), name
+
+
+def test_previous_blob_versions_are_kept_and_then_deleted() -> None:
+    service = only(
+        [r for r in all_resources("Microsoft.Storage/storageAccounts/blobServices") if not r.existing], "blob service"
+    )
+    assert dig(service.body, "properties", "isVersioningEnabled") is True
+    policy = only(all_resources("Microsoft.Storage/storageAccounts/managementPolicies"), "lifecycle policy")
+    assert policy.body["parent"] == dig(service.body, "parent")
+    rule = only(dig(policy.body, "properties", "policy", "rules"), "lifecycle rule")
+    assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+    assert dig(rule, "definition", "actions") == {
+        "version": {"delete": {"daysAfterCreationGreaterThan": "blobVersionRetentionDays"}}
+    }
+    assert module_params("storage")["blobVersionRetentionDays"] == "blobVersionRetentionDays"
+
+
+def test_undeliverable_events_are_dead_lettered_with_the_topics_identity() -> None:
+    sub = only(all_resources("Microsoft.EventGrid/systemTopics/eventSubscriptions"), "event subscription")
+    props = sub.body["properties"]
+    assert "deadLetterDestination" not in props
+    dead_letter = props["deadLetterWithResourceIdentity"]
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}
+    assert dead_letter["deadLetterDestination"] == {
+        "endpointType": "StorageBlob",
+        "properties": {
+            "resourceId": {
+                "operator": {"type": "property_accessor", "operands": {"operand_1": "storage", "operand_2": "id"}}
+            },
+            "blobContainerName": "deadLetterContainerName",
+        },
+    }
+
+
 # ---- role assignments ----
 
 
-def _role_assignments() -> list:
+def _role_assignments() -> list[Resource]:
     return all_resources(ROLE_ASSIGNMENT)
 
 
-def test_role_assignments_live_in_one_module() -> None:
-    assert {r.file for r in _role_assignments()} == {RBAC}
+def _scope_resources() -> dict[str, Resource]:
+    return {r.symbol: r for r in resources(RBAC) if r.existing}
 
 
-def test_every_role_assignment_is_expected_and_least_privilege() -> None:
+def _scope_symbol_and_index(expr: Any) -> tuple[str, str | None]:
+    """`scope: name` or `scope: name[i]` (one of a loop of existing resources)."""
+    if isinstance(expr, str):
+        return expr, None
+    operator = dig(expr, "operator")
+    assert operator["type"] == "index_accessor", f"unexpected scope {expr!r}"
+    return operator["operands"]["operand_1"], operator["operands"]["operand_2"]
+
+
+def _scopes(ra: Resource) -> list[str]:
+    """What `ra` is scoped to, one description per assignment it makes (loops expanded)."""
+    assert "scope" in ra.body, f"{ra.symbol}: no scope means the whole resource group"
+    symbol, index = _scope_symbol_and_index(ra.body["scope"])
+    target = _scope_resources().get(symbol)
+    assert target is not None, f"{ra.symbol}: scope must be an existing resource declared in rbac.bicep"
+    kind = SCOPE_TYPES.get(target.type)
+    assert kind is not None, f"{ra.symbol}: scoped to a {target.type}"
+    if target.type.endswith(("/containers", "/queues")):
+        service = _scope_resources()[target.body["parent"]]
+        assert service.body["name"] == "default" and service.body["parent"] == "storage", ra.symbol
+    rbac = module_scope("rbac")
+    if target.loop is not None:
+        # A loop of assignments over the same array as the loop of scopes, index for index.
+        detail = target.loop["detail"]
+        assert ra.loop is not None and index == ra.loop["detail"]["index_name"], ra.symbol
+        assert ra.loop["detail"]["array_name"] == detail["array_name"], ra.symbol
+        assert target.body["name"] == detail["item_name"], ra.symbol
+        return [f"{kind} {name}" for name in rbac[detail["array_name"]]]
+    assert index is None and ra.loop is None, ra.symbol
+    if kind in ("container", "queue"):
+        return [f"{kind} {resolve(target.body['name'], rbac)}"]
+    return [kind]
+
+
+def _assignments() -> list[tuple[Resource, str, tuple[str, str, str, str]]]:
+    """(resource, role variable, (principal, principalType, role name, scope)) per assignment."""
     role_vars = variables(RBAC)
-    scopes = {r.symbol: r for r in resources(RBAC) if r.existing}
-    seen = set()
+    found = []
     for ra in _role_assignments():
         props = ra.body["properties"]
         role_def = dig(props, "roleDefinitionId", "function")
@@ -146,32 +255,82 @@ def test_every_role_assignment_is_expected_and_least_privilege() -> None:
         role_var = role_def["parameters"]["resource_name_1"]
         guid = role_vars.get(role_var)
         assert guid in ROLES, f"{ra.symbol}: role {role_var}={guid!r} is not an allowed built-in role"
-        role_name, scope_type = ROLES[guid]
+        for scope in _scopes(ra):
+            found.append((ra, role_var, (props["principalId"], props["principalType"], ROLES[guid], scope)))
+    return found
 
-        # Scoped to one resource of the right type, never the group or subscription.
-        scope = scopes.get(ra.body.get("scope"))
-        assert scope is not None, f"{ra.symbol}: scope must be a resource declared in rbac.bicep"
-        assert scope.type == scope_type, f"{ra.symbol}: {role_name} scoped to {scope.type}"
 
-        principal = props["principalId"]
+def test_role_assignments_live_in_one_module() -> None:
+    assert {r.file for r in _role_assignments()} == {RBAC}
+
+
+def test_every_role_assignment_is_expected_and_scoped_to_what_it_is_for() -> None:
+    seen = [key for _, _, key in _assignments()]
+    assert len(seen) == len(set(seen)), f"duplicate assignments: {sorted(k for k in seen if seen.count(k) > 1)}"
+    assert set(seen) == EXPECTED_ASSIGNMENTS, (
+        f"unexpected: {sorted(set(seen) - EXPECTED_ASSIGNMENTS)}; missing: {sorted(EXPECTED_ASSIGNMENTS - set(seen))}"
+    )
+
+
+def test_only_the_table_role_and_the_deploying_principal_are_account_wide() -> None:
+    # Nothing the Function App or Event Grid does needs a blob or queue role on the whole
+    # account; the host's monthly diagnostics table cannot be named in advance.
+    account_wide = {key for _, _, key in _assignments() if key[3] == ACCOUNT}
+    assert account_wide == {
+        ("functionAppPrincipalId", "ServicePrincipal", "Storage Table Data Contributor", ACCOUNT),
+        ("userPrincipalId", "userPrincipalType", "Storage Blob Data Contributor", ACCOUNT),
+        ("userPrincipalId", "userPrincipalType", "Storage Queue Data Contributor", ACCOUNT),
+    }
+
+
+def test_event_grid_may_send_to_the_uploads_queue_only() -> None:
+    event_grid = {key[2:] for _, _, key in _assignments() if key[0] == "eventGridPrincipalId"}
+    assert event_grid == {
+        ("Storage Queue Data Message Sender", f"queue {layout.UPLOADS_QUEUE}"),
+        ("Storage Blob Data Contributor", f"container {DEAD_LETTER_CONTAINER}"),
+    }
+
+
+def test_every_role_scope_is_created_by_the_storage_module() -> None:
+    containers = set(module_params("storage")["containers"])
+    queues = set(module_params("storage")["queues"])
+    for _, _, (_, _, _, scope) in _assignments():
+        kind, _, name = scope.partition(" ")
+        if kind == "container":
+            assert name in containers, scope
+        elif kind == "queue":
+            assert name in queues, scope
+
+
+def test_role_assignment_names_are_guid_of_scope_principal_and_role() -> None:
+    for ra, role_var, _ in _assignments():
         name = dig(ra.body, "name", "function")
         assert name["type"] == "guid"
-        assert list(name["parameters"].values()) == [
-            {"operator": {"type": "property_accessor", "operands": {"operand_1": scope.symbol, "operand_2": "id"}}},
-            principal,
-            role_var,
-        ], f"{ra.symbol}: name must be guid({scope.symbol}.id, {principal}, {role_var})"
-
-        key = (principal, props["principalType"], role_name)
-        assert key not in seen, f"duplicate assignment {key}"
-        seen.add(key)
-    assert seen == EXPECTED_ASSIGNMENTS
+        scope_id = {
+            "operator": {"type": "property_accessor", "operands": {"operand_1": ra.body["scope"], "operand_2": "id"}}
+        }
+        assert list(name["parameters"].values()) == [scope_id, ra.body["properties"]["principalId"], role_var], (
+            f"{ra.symbol}: name must be guid(<scope>.id, principal, {role_var})"
+        )
 
 
-def test_user_assignments_are_skipped_without_a_principal() -> None:
+def test_user_assignments_are_skipped_without_a_principal_and_take_its_type() -> None:
     for ra in _role_assignments():
-        if ra.body["properties"]["principalId"] == "userPrincipalId":
+        props = ra.body["properties"]
+        if props["principalId"] == "userPrincipalId":
             assert ra.condition is not None, f"{ra.symbol} must be conditional on userPrincipalId"
+            assert props["principalType"] == "userPrincipalType", f"{ra.symbol}: principalType must be the parameter"
+        else:
+            # The identities this deployment creates are service principals, whoever deploys.
+            assert props["principalType"] == "ServicePrincipal", ra.symbol
+
+
+def test_principal_type_parameter_allows_what_azd_sets() -> None:
+    for template, param in ((MAIN, "principalType"), (RBAC, "userPrincipalType")):
+        declared = parse(template)["parameters"][param]
+        assert declared["default"] == "User"
+        allowed = next(d["argument"] for d in declared["decorators"] if d["type"] == "allowed")
+        assert {"User", "ServicePrincipal"} <= set(allowed), template.name
 
 
 def test_rbac_receives_the_right_principals() -> None:
@@ -191,7 +350,7 @@ def test_each_role_assignment_names_its_role_in_a_comment() -> None:
             continue
         ra = by_symbol[match.group(1)]
         role_var = ra.body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-        role_name = ROLES[role_vars[role_var]][0]
+        role_name = ROLES[role_vars[role_var]]
         comment = []
         for previous in reversed(lines[:number]):
             if not previous.startswith("//"):
@@ -204,7 +363,7 @@ def test_role_guid_variables_carry_the_role_name() -> None:
     for line in RBAC.read_text().splitlines():
         match = re.match(r"var \w+ = '([0-9a-f-]{36})' // (.+)$", line)
         if match:
-            assert ROLES[match.group(1)][0] == match.group(2), line
+            assert ROLES[match.group(1)] == match.group(2), line
 
 
 # ---- no keys, no secrets ----
