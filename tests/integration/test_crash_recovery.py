@@ -170,7 +170,15 @@ async def test_a_crash_between_append_and_delete_runs_the_row_again_and_keeps_it
         await call(function_app.process_rows)(message(text))
     assert len(await shard_records(stack, job)) == 20
 
-    workers.start()  # the host redelivers each message: every row runs a second time
+    # The host redelivers each message: every row runs a second time. Finalize starts only once
+    # they all have, since process drops the rows of a job it has seen completed.
+    workers.start(functions=["process_rows"])
+
+    async def rerun() -> bool:
+        return await queue_count(stack, ROWS_QUEUE) == 0 and len(await shard_records(stack, job)) >= 40
+
+    await wait_until(rerun, timeout=120, what="every row message run a second time")
+    workers.start(functions=["finalize_job"])
     await finish(stack, job, workers)
 
     await assert_each_row_once(stack, "append-then-die", rows)
