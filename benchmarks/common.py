@@ -22,12 +22,12 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import control
+from localdev.event_grid.events import blob_created_message
 from localdev.stack import Stack
 from processing.adapters import job_store
 from processing.core import layout
 from processing.core.layout import INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
 from processing.core.manifest import Manifest
-from processing.core.messages import BlobCreated
 from processing.core.settings import APP_ROOT
 from processing.core.states import FINAL_STATES
 
@@ -289,7 +289,7 @@ class Direct:
                 data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
             )
         etag = result["etag"]
-        event = BlobCreated.make_event(
+        event = blob_created_message(
             url=blob.url, container=INPUT_CONTAINER, blob=blob_name, etag=etag, size=path.stat().st_size
         )
         return layout.job_id_for(blob.url, etag), event

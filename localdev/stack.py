@@ -1,10 +1,14 @@
-"""The local stack: Azurite, the identity endpoint and the Azure OpenAI emulator, together.
+"""The local stack: Azurite, the identity endpoint, the Azure OpenAI emulator and a local Event Grid.
 
-`start_stack(workdir)` runs the three as child processes on free loopback ports, creates
+`start_stack(workdir)` runs them as child processes on free loopback ports, creates
 the app's containers and queues, writes `workdir/stack.json` (pids, ports, app settings)
 and returns a `Stack`. `Stack.app_settings()` is the environment the Function App needs
 to run against it; `Stack.load(path).stop()` stops a stack another process started
-(`rowsmith local up` starts one detached, `rowsmith local down` stops it).
+(`rowsmith local up` starts one detached, `rowsmith local down` stops it). The Event
+Grid (localdev/event_grid) polls Azurite's `input` container and puts the BlobCreated
+event of each new or overwritten .csv on `uploads`, as the Bicep's subscription does, so
+a file dropped with any tool starts its job; what it has seen is kept in
+`workdir/event-grid.json`.
 
 Two ways for the app to reach storage (`storage_auth`):
 
@@ -39,6 +43,7 @@ from typing import Any
 
 from localdev import azurite as azurite_mod
 from localdev import control, identity_endpoint
+from localdev.event_grid import main as event_grid
 from localdev.openai_emulator import cli as emulator_cli
 from localdev.openai_emulator import server as emulator_server
 from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS, EmulatorConfig
@@ -58,7 +63,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
 STATE_VERSION = 1
 # Children are stopped in this order: the emulators first, storage last.
-STOP_ORDER = ("emulator", "identity", "azurite")
+STOP_ORDER = ("eventgrid", "emulator", "identity", "azurite")
 # How the app authenticates to storage (see the module docstring).
 STORAGE_AUTH_KEY = "key"
 STORAGE_AUTH_OAUTH = "oauth"
@@ -322,6 +327,7 @@ def start_stack(
     timeout: float = 60.0,
     storage_auth: str = STORAGE_AUTH_KEY,
     azurite_queue_gc_ms: int | None = None,
+    event_grid_interval: float | None = event_grid.DEFAULT_INTERVAL_SECONDS,
 ) -> Stack:
     """Start Azurite, the identity endpoint and the emulator; return once all answer.
 
@@ -331,6 +337,8 @@ def start_stack(
     `storage_auth="oauth"`: Azurite over HTTPS taking bearer tokens, and app settings with
     no key (see the module docstring); "key" (the default) gives the app Azurite's
     development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
+    `event_grid_interval`: seconds between the local Event Grid's polls of `input`
+    (localdev/event_grid); None runs no Event Grid (only whoever sends events raises them).
     """
     storage_auth = _checked_storage_auth(storage_auth)
     workdir = workdir.resolve()
@@ -381,6 +389,10 @@ def start_stack(
         # shared keys there). The app itself never gets this string in OAuth mode.
         conn = azurite_mod.connection_string(picked.blob, picked.queue, picked.table, https=oauth is not None)
         azurite_mod.ensure_resources(conn, ALL_CONTAINERS, ALL_QUEUES, ca_file=oauth.ca if oauth is not None else None)
+        if event_grid_interval is not None:
+            services["eventgrid"] = _spawn_event_grid(
+                workdir, picked, event_grid_interval, oauth.ca if oauth is not None else None, detached
+            )
     except BaseException:
         for name in STOP_ORDER:
             if name in services:
@@ -502,6 +514,22 @@ def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, de
         detached=detached,
     )
     return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
+
+
+def _spawn_event_grid(
+    workdir: Path, ports: StackPorts, interval: float, ca_file: Path | None, detached: bool
+) -> Service:
+    assert ports.blob and ports.queue
+    command = event_grid.command(
+        blob_port=ports.blob,
+        queue_port=ports.queue,
+        state_file=workdir / event_grid.STATE_FILE,
+        interval=interval,
+        ca_file=ca_file,
+    )
+    log = workdir / "event-grid.log"
+    process = spawn(command, log_path=log, cwd=workdir, env=_child_env(), detached=detached)
+    return Service("eventgrid", process.pid, event_grid.PROCESS_MARKER, log, process)
 
 
 def _start_azurite(

@@ -16,9 +16,8 @@ from azure.storage.blob import ContentSettings
 
 from processing.adapters import job_store
 from processing.core import layout
-from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER
 from processing.core.manifest import Manifest
-from processing.core.messages import BlobCreated
 from processing.core.states import FINAL_STATES, JobState
 from rowsmith_cli.target import Target
 
@@ -88,13 +87,9 @@ async def submit(
             data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
         )
     etag = result["etag"]
+    # Only the upload, in Azure and locally: Event Grid (the local stack's own, there) raises
+    # the BlobCreated event, and the job's id follows from the blob's URL and new ETag.
     job = layout.job_id_for(blob.url, etag)
-    if target.local:
-        # In Azure, Event Grid raises this event; the local stack has no Event Grid.
-        event = BlobCreated.make_event(
-            url=blob.url, container=INPUT_CONTAINER, blob=name, etag=etag, size=path.stat().st_size
-        )
-        await target.queues.get_queue_client(UPLOADS_QUEUE).send_message(event)
     info: dict[str, Any] = {"job": job, "state": "submitted", "input_blob": f"{INPUT_CONTAINER}/{name}"}
     if not quiet:
         print(f"uploaded {path} to {INPUT_CONTAINER}/{name} ({target.description}); job {job}", file=sys.stderr)

@@ -28,6 +28,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import control
+from localdev.event_grid.events import blob_created_message
 from localdev.openai_emulator.config import EmulatorConfig
 from localdev.openai_emulator.faults import FAULT_KINDS
 from localdev.stack import Stack
@@ -35,7 +36,6 @@ from processing.adapters import clients as clients_module
 from processing.core import layout
 from processing.core.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
 from processing.core.manifest import Manifest
-from processing.core.messages import BlobCreated
 from processing.core.records import Record, parse_lines
 from processing.core.settings import APP_ROOT, get_settings
 from tests.integration.harness import RunnerProcess, app_settings, wait_state
@@ -170,7 +170,7 @@ async def upload(stack: Stack, name: str, data: bytes) -> tuple[str, str]:
         blob = service.get_blob_client(INPUT_CONTAINER, name)
         etag = (await blob.upload_blob(data, overwrite=True))["etag"]
         url = blob.url
-    event = BlobCreated.make_event(url=url, container=INPUT_CONTAINER, blob=name, etag=etag, size=len(data))
+    event = blob_created_message(url=url, container=INPUT_CONTAINER, blob=name, etag=etag, size=len(data))
     return layout.job_id_for(url, etag), event
 
 

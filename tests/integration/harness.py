@@ -97,12 +97,11 @@ def local_target(stack: Stack) -> Target:
         return Target(
             BlobServiceClient(stack.blob_url, credential=credential, **options),
             QueueServiceClient(stack.queue_url, credential=credential, **options),
-            True,
             credential,
             "test stack (OAuth)",
         )
     storage = StorageSettings(connection_string=stack.connection_string)
-    return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "test stack")
+    return Target(make_blob_service(storage, None), make_queue_service(storage, None), None, "test stack")
 
 
 async def submit_and_wait(
