@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from localdev.event_grid.subscription import CSV_UPLOADS
 from processing.core import layout
 from processing.core.settings import SETTINGS_REFERENCE
 from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE
@@ -191,6 +192,20 @@ def test_event_grid_feeds_the_uploads_queue_from_the_input_container() -> None:
     assert filt["subjectBeginsWith"] == f"/blobServices/default/containers/{layout.INPUT_CONTAINER}/"
     destination = sub.body["properties"]["deliveryWithResourceIdentity"]["destination"]["properties"]
     assert resolve(destination["queueName"], scope) == layout.UPLOADS_QUEUE
+
+
+def test_the_local_event_grid_applies_the_bicep_subscription() -> None:
+    """localdev's Event Grid (what `rowsmith local up` and the tests run) filters and delivers as Azure's."""
+    scope = module_scope("blobCreated")
+    sub = only(
+        resources(module_file("blobCreated"), "Microsoft.EventGrid/systemTopics/eventSubscriptions"), "subscription"
+    )
+    props = sub.body["properties"]
+    assert CSV_UPLOADS.bicep_filter() == resolve(props["filter"], scope)
+    assert props["eventDeliverySchema"] == "EventGridSchema"  # the schema localdev.event_grid.events builds
+    destination = resolve(props["deliveryWithResourceIdentity"]["destination"]["properties"], scope)
+    assert destination["queueName"] == CSV_UPLOADS.queue_name
+    assert destination["queueMessageTimeToLiveInSeconds"] == CSV_UPLOADS.queue_message_ttl_seconds
 
 
 # ---- app settings and connections ----
