@@ -42,8 +42,8 @@ def blob_version(blob: BlobProperties) -> str:
 
 
 def blob_type_name(blob: BlobProperties) -> str:
-    value = blob.blob_type.value if isinstance(blob.blob_type, BlobType) else str(blob.blob_type)
-    return value  # "BlockBlob", "AppendBlob", "PageBlob", as Event Grid writes them
+    """Event Grid's data.blobType: BlockBlob, AppendBlob or PageBlob."""
+    return BlobType(blob.blob_type).value
 
 
 class Watcher:

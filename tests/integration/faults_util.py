@@ -175,7 +175,10 @@ async def upload(stack: Stack, name: str, data: bytes) -> tuple[str, str]:
 
 
 async def submit(stack: Stack, name: str, data: bytes, *, events: int = 1) -> str:
-    """Upload and raise the BlobCreated event `events` times (Event Grid delivers at least once)."""
+    """Upload and raise the BlobCreated event `events` times (Event Grid delivers at least once).
+
+    The stack's local Event Grid raises the upload's event once more, a second or so later:
+    one more duplicate, which ingest ignores as it would Azure's."""
     job, event = await upload(stack, name, data)
     await send(stack, UPLOADS_QUEUE, *([event] * events))
     return job

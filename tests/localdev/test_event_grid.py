@@ -157,3 +157,17 @@ def test_the_filter_is_the_subscriptions() -> None:
     # Data Lake's CreateFile raises BlobCreated for an empty file before FlushWithClose fills it.
     assert not CSV_UPLOADS.matches(event(api="CreateFile"))
     assert not CSV_UPLOADS.matches({**event(), "eventType": "Microsoft.Storage.BlobDeleted"})
+
+
+async def test_an_append_blob_raises_once_when_created_not_on_each_append(rig: Rig) -> None:
+    log = rig.input.get_blob_client("echo/growing.csv")
+    await log.create_append_blob()
+    watcher = rig.watcher()
+    [event] = await watcher.poll()
+    assert (event["data"]["api"], event["data"]["blobType"], event["data"]["contentLength"]) == (
+        "PutBlob",
+        "AppendBlob",
+        0,
+    )
+    await log.append_block(b"id\n1\n")
+    assert await watcher.poll() == []  # as in Azure: AppendBlock raises no BlobCreated
