@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from localdev.control import add_control_routes
-from localdev.openai_emulator.answers import completion
+from localdev.openai_emulator.answers import completion, malformed_answer
 from localdev.openai_emulator.auth import TokenVerifier, check_credential, credential_kind
 from localdev.openai_emulator.chat import BadRequestError, ChatRequest, chat_request, parse_body
 from localdev.openai_emulator.config import EmulatorConfig
@@ -39,7 +39,7 @@ from localdev.openai_emulator.errors import (
     context_length_body,
     throttle_body,
 )
-from localdev.openai_emulator.faults import FaultDraw
+from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS, FaultDraw
 from localdev.openai_emulator.quota import Quotas
 from localdev.openai_emulator.stats import Stats
 from localdev.ports import LOOPBACK, ServedApp, serve_app
@@ -169,6 +169,8 @@ class OpenAIEmulator:
             return self._answer(chat)
         if fault == "invalid_json":
             return self._answer(chat, content='Sure! Here is the JSON: {"category": ')
+        if fault in MALFORMED_JSON_KINDS:
+            return self._answer(chat, content=malformed_answer(chat, fault))
         # "drop": abort the TCP connection, so the client sees a reset with no response.
         if request.transport is not None:
             request.transport.abort()

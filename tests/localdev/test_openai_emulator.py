@@ -25,7 +25,9 @@ from openai import AsyncAzureOpenAI
 from pydantic import BaseModel
 
 from localdev.identity_endpoint import IdentityEndpoint
+from localdev.openai_emulator.answers import DEEP_NESTING, HUGE_INT_DIGITS
 from localdev.openai_emulator.config import EmulatorConfig
+from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS
 from localdev.openai_emulator.server import OpenAIEmulator
 from localdev.ports import ServedApp, serve_app
 
@@ -396,6 +398,37 @@ async def test_fault_markers(local: Local) -> None:
     _, stats = await local.control("GET", "/_emulator/stats")
     assert stats["faults"] == {"500": 2, "503": 1, "content_filter": 1, "context_length": 1, "drop": 1}
     assert stats["dropped"] == 1
+
+
+@pytest.mark.parametrize("kind", MALFORMED_JSON_KINDS)
+async def test_malformed_json_faults_break_only_the_first_property(local: Local, kind: str) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "triage", "schema": SCHEMA, "strict": True}}
+    text = f"printer on fire [[fault:{kind}]]"
+    async with local.client() as client:
+        answer = await client.chat.completions.create(
+            model=DEPLOYMENT, messages=user(text), response_format=fmt, max_tokens=4000
+        )
+    content = answer.choices[0].message.content or ""
+    assert answer.choices[0].finish_reason == "stop"  # a 200 a client would take as a finished answer
+    good = expected_schema_answer(text)
+    if kind == "json_off_enum":
+        parsed = json.loads(content)
+        assert parsed["category"] not in SCHEMA["properties"]["category"]["enum"]
+        assert {**parsed, "category": good["category"]} == good
+        return
+    flaw = {
+        "json_nan": "NaN",
+        "json_deep": "[" * DEEP_NESTING + "]" * DEEP_NESTING,
+        "json_huge_int": "9" * HUGE_INT_DIGITS,
+    }
+    assert content.count(flaw[kind]) == 1
+    assert json.loads(content.replace(flaw[kind], "null")) == {**good, "category": None}
+    # What a lax reader makes of each: NaN is accepted (not JSON), the others raise.
+    if kind == "json_nan":
+        assert math.isnan(json.loads(content)["category"])
+    else:
+        with pytest.raises((RecursionError, ValueError)):
+            json.loads(content)
 
 
 async def test_timeout_fault_outlasts_the_client(local: Local) -> None:
