@@ -326,7 +326,7 @@ class Direct:
 
 async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The Azure OpenAI emulator's control API (`/_emulator/stats`, `/_emulator/config`, ...)."""
-    return await control.call(stack.emulator_url, method, path, body)
+    return await control.call(stack.emulator_url, method, path, body, header=stack.identity_header)
 
 
 # --- pipelines --------------------------------------------------------------------------------

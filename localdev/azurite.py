@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from localdev.ports import LOOPBACK, free_ports, pid_alive, spawn, terminate_pid, wait_for_port
+from localdev.private_files import private_dir, write_private
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,7 @@ def make_dev_certificates(
     directory: Path, *, days: int = CERT_DAYS, hosts: Iterable[str] = ("localhost",)
 ) -> DevCertificates:
     """Generate a fresh CA and a certificate for 127.0.0.1 (+ `hosts`) in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
@@ -183,8 +184,8 @@ def make_dev_certificates(
     paths = DevCertificates(
         ca=directory / "ca.pem", cert=directory / "azurite-cert.pem", key=directory / "azurite-key.pem"
     )
-    paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    write_private(paths.ca, ca_cert.public_bytes(serialization.Encoding.PEM).decode())
+    write_private(paths.cert, leaf.public_bytes(serialization.Encoding.PEM).decode())
     key_pem = leaf_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -341,14 +342,14 @@ def start_azurite(
     by default `workdir/azurite-data`. `queue_gc_interval_ms`: how often Azurite's queue
     garbage collector runs instead of every 60 s (see azurite_queue_gc.cjs; benchmarks only).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     picked = iter(free_ports(3))
     blob_port = blob_port or next(picked)
     queue_port = queue_port or next(picked)
     table_port = table_port or next(picked)
     if not in_memory:
         location = location or workdir / "azurite-data"
-        location.mkdir(parents=True, exist_ok=True)
+        private_dir(location)
     log_path = workdir / "azurite.log"
     command = azurite_command(
         executable or find_azurite(),

@@ -51,6 +51,7 @@ from localdev.ports import (
     terminate_pid,
     wait_for_port,
 )
+from localdev.private_files import private_dir, write_private
 from processing.core.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
 from processing.core.settings import DEFAULT_API_VERSION
 
@@ -271,12 +272,9 @@ class Stack:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)  # readers never see half a file
+        write_private(path, json.dumps(self.to_dict(), indent=2))  # 0600, atomic: never half a file
         for name, service in self.services.items():
-            (self.workdir / f"{name}.pid").write_text(f"{service.pid}\n")
+            write_private(self.workdir / f"{name}.pid", f"{service.pid}\n")
         return path
 
     @classmethod
@@ -333,8 +331,7 @@ def start_stack(
     development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
     """
     storage_auth = _checked_storage_auth(storage_auth)
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = private_dir(workdir.resolve())  # 0700: it holds the identity header (stack.json)
     existing = running_stack(workdir)
     if existing is not None:
         raise StackAlreadyRunningError(
@@ -364,7 +361,7 @@ def start_stack(
     try:
         # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
-        services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
+        services["emulator"] = _spawn_emulator(workdir, picked, config, detached, header)
         services["azurite"] = _start_azurite(
             workdir,
             picked,
@@ -458,8 +455,7 @@ def write_ca_bundle(ca_file: Path, path: Path) -> Path:
         pass
     else:
         parts.append(Path(certifi.where()).read_text())
-    path.write_text("\n".join(p.rstrip("\n") for p in parts) + "\n")
-    return path
+    return write_private(path, "\n".join(p.rstrip("\n") for p in parts) + "\n")
 
 
 def _account_url(port: int | None, https: bool) -> str:
@@ -490,7 +486,7 @@ def _spawn_identity(workdir: Path, port: int | None, header: str, detached: bool
     return Service("identity", process.pid, identity_endpoint.PROCESS_MARKER, log, process)
 
 
-def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool) -> Service:
+def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool, header: str) -> Service:
     jwks_url = f"http://{LOOPBACK}:{ports.identity}{identity_endpoint.JWKS_PATH}"
     args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *emulator_cli.config_to_args(config)]
     log = workdir / "emulator.log"
@@ -498,7 +494,7 @@ def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, de
         python_module_command("localdev.openai_emulator", *args),
         log_path=log,
         cwd=workdir,
-        env=_child_env(),
+        env=_child_env({"IDENTITY_HEADER": header}),  # its control API requires the stack's header
         detached=detached,
     )
     return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
@@ -549,8 +545,7 @@ def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
 
 
 def write_local_settings(path: Path, settings: Mapping[str, str]) -> Path:
-    """Write a local.settings.json for `func start` (git-ignored: in "key" mode it holds Azurite's key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a local.settings.json for `func start`, 0600 (git-ignored: it holds IDENTITY_HEADER and, in
+    "key" mode, Azurite's key)."""
     document = {"IsEncrypted": False, "Values": dict(settings)}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_private(path, json.dumps(document, indent=2) + "\n")

@@ -10,7 +10,8 @@ fault or the answer (localdev.openai_emulator.answers).
 Latency: `latency_ms` (mean) plus or minus up to `jitter_ms` (uniform), before answering.
 
 Every response carries `x-ratelimit-remaining-requests`, `x-ratelimit-remaining-tokens`
-and an `apim-request-id`. The control API is localdev.control's, under `/_emulator`.
+and an `apim-request-id`. The control API is localdev.control's, under `/_emulator`, and requires
+`X-IDENTITY-HEADER: <control_header>` (the stack passes its IDENTITY_HEADER).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -48,7 +50,9 @@ CONTROL_PREFIX = "/_emulator"  # localdev.control's routes
 
 
 class OpenAIEmulator:
-    def __init__(self, jwks_url: str, config: EmulatorConfig | None = None) -> None:
+    def __init__(self, jwks_url: str, config: EmulatorConfig | None = None, control_header: str | None = None) -> None:
+        # What the control API requires in X-IDENTITY-HEADER: the stack's IDENTITY_HEADER, or a random value.
+        self.control_header = control_header or secrets.token_urlsafe(32)
         self.config = config or EmulatorConfig()
         self.config.validate()
         self.verifier = TokenVerifier(jwks_url)
@@ -62,7 +66,7 @@ class OpenAIEmulator:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/openai/v1/chat/completions", self._chat)
-        add_control_routes(app, CONTROL_PREFIX, self)
+        add_control_routes(app, CONTROL_PREFIX, self, self.control_header)
         app.on_cleanup.append(self._on_cleanup)
         return app
 

@@ -24,6 +24,7 @@ from azure.identity.aio import ManagedIdentityCredential, get_bearer_token_provi
 from openai import AsyncAzureOpenAI
 from pydantic import BaseModel
 
+from localdev import control
 from localdev.identity_endpoint import IdentityEndpoint
 from localdev.openai_emulator.answers import DEEP_NESTING, HUGE_INT_DIGITS
 from localdev.openai_emulator.config import EmulatorConfig
@@ -68,10 +69,15 @@ class Local:
             azure_endpoint=self.emulator_app.url, api_version=API_VERSION, azure_ad_token_provider=provider, **options
         )
 
-    async def control(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+    async def control(
+        self, method: str, path: str, body: object = None, header: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """A control-API request, with the emulator's own header unless `header` says otherwise ("": none)."""
+        value = self.emulator.control_header if header is None else header
+        headers = {control.HEADER: value} if value else {}
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, self.emulator_app.url + path, json=body) as response,
+            session.request(method, self.emulator_app.url + path, json=body, headers=headers) as response,
         ):
             return response.status, await response.json()
 
@@ -459,6 +465,24 @@ async def test_random_faults_are_reproducible_with_a_seed(local: Local) -> None:
     draws = random.Random(7)
     assert first == second == [500 if draws.random() < 0.5 else 200 for _ in range(30)]
     assert 200 in first and 500 in first
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/_emulator/config", None), ("POST", "/_emulator/config", {"fault_rates": {"500": 1.0}}),
+     ("GET", "/_emulator/stats", None), ("POST", "/_emulator/reset", None)],
+)  # fmt: skip
+async def test_the_control_api_refuses_a_request_without_the_stacks_header(
+    local: Local, method: str, path: str, body: object
+) -> None:
+    status, answer = await local.control(method, path, body, header="")
+    assert status == 401 and "requires the X-IDENTITY-HEADER header" in answer["error"]
+    status, answer = await local.control(method, path, body, header="not-the-header")
+    assert status == 403 and "does not match" in answer["error"]
+    # Nothing changed, and health (the stack's start-up check) needs no header.
+    assert local.emulator.config.fault_rates == {}
+    status, _ = await local.control("GET", "/_emulator/health", header="")
+    assert status == 200
 
 
 async def test_bad_configuration_is_refused(local: Local) -> None:
