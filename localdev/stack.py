@@ -190,15 +190,15 @@ class Stack:
 
     @property
     def blob_url(self) -> str:
-        return _account_url(self.ports.blob, self.oauth)
+        return azurite_mod.account_url(self.ports.blob, https=self.oauth)
 
     @property
     def queue_url(self) -> str:
-        return _account_url(self.ports.queue, self.oauth)
+        return azurite_mod.account_url(self.ports.queue, https=self.oauth)
 
     @property
     def table_url(self) -> str:
-        return _account_url(self.ports.table, self.oauth)
+        return azurite_mod.account_url(self.ports.table, https=self.oauth)
 
     def storage_client_options(self) -> dict[str, Any]:
         """Keyword arguments for an azure-core storage client of this stack (the CA to trust)."""
@@ -362,15 +362,19 @@ def start_stack(
         # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
         services["emulator"] = _spawn_emulator(workdir, picked, config, detached, header)
-        services["azurite"] = _start_azurite(
-            workdir,
-            picked,
-            in_memory=in_memory,
-            debug=debug,
-            detached=detached,
-            timeout=timeout,
-            oauth=oauth,
-            queue_gc_interval_ms=azurite_queue_gc_ms,
+        services["azurite"] = _azurite_service(
+            azurite_mod.start_azurite(
+                workdir,
+                blob_port=picked.blob,
+                queue_port=picked.queue,
+                table_port=picked.table,
+                in_memory=in_memory,
+                debug=debug,
+                detached=detached,
+                timeout=timeout,
+                oauth=oauth,
+                queue_gc_interval_ms=azurite_queue_gc_ms,
+            )
         )
         for name in ("identity", "emulator"):
             _wait_ready(services[name], getattr(picked, name), timeout)
@@ -421,9 +425,9 @@ def stack_app_settings(
         if ca_bundle is None:
             raise ValueError("OAuth mode needs the CA bundle that Azurite's certificate chains to")
         storage = {
-            f"{STORAGE_CONNECTION}__blobServiceUri": _account_url(ports.blob, True),
-            f"{STORAGE_CONNECTION}__queueServiceUri": _account_url(ports.queue, True),
-            f"{STORAGE_CONNECTION}__tableServiceUri": _account_url(ports.table, True),
+            f"{STORAGE_CONNECTION}__blobServiceUri": azurite_mod.account_url(ports.blob, https=True),
+            f"{STORAGE_CONNECTION}__queueServiceUri": azurite_mod.account_url(ports.queue, https=True),
+            f"{STORAGE_CONNECTION}__tableServiceUri": azurite_mod.account_url(ports.table, https=True),
             f"{STORAGE_CONNECTION}__credential": MANAGED_IDENTITY_CREDENTIAL,
             # Read by OpenSSL through Python's ssl module (aiohttp, httpx) and by requests: the
             # app trusts the local CA with no code of its own.
@@ -456,10 +460,6 @@ def write_ca_bundle(ca_file: Path, path: Path) -> Path:
     else:
         parts.append(Path(certifi.where()).read_text())
     return write_private(path, "\n".join(p.rstrip("\n") for p in parts) + "\n")
-
-
-def _account_url(port: int | None, https: bool) -> str:
-    return f"{'https' if https else 'http'}://{LOOPBACK}:{port}/{azurite_mod.DEV_ACCOUNT_NAME}"
 
 
 def _checked_storage_auth(value: str) -> str:
@@ -500,29 +500,8 @@ def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, de
     return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
 
 
-def _start_azurite(
-    workdir: Path,
-    ports: StackPorts,
-    *,
-    in_memory: bool,
-    debug: bool,
-    detached: bool,
-    timeout: float,
-    oauth: azurite_mod.OAuthOptions | None = None,
-    queue_gc_interval_ms: int | None = None,
-) -> Service:
-    instance = azurite_mod.start_azurite(
-        workdir,
-        blob_port=ports.blob,
-        queue_port=ports.queue,
-        table_port=ports.table,
-        in_memory=in_memory,
-        debug=debug,
-        detached=detached,
-        timeout=timeout,
-        oauth=oauth,
-        queue_gc_interval_ms=queue_gc_interval_ms,
-    )
+def _azurite_service(instance: azurite_mod.Azurite) -> Service:
+    """A started Azurite, as one of the stack's services."""
     assert instance.log_path is not None
     return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)
 

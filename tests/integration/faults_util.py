@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,22 +97,13 @@ class Workers:
 # --- storage ------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def queues(stack: Stack) -> AsyncIterator[QueueServiceClient]:
-    service = QueueServiceClient.from_connection_string(stack.connection_string)
-    try:
-        yield service
-    finally:
-        await service.close()
+# The aio clients close their transport on leaving `async with`: use them as `async with queues(stack) as service:`.
+def queues(stack: Stack) -> QueueServiceClient:
+    return QueueServiceClient.from_connection_string(stack.connection_string)
 
 
-@contextlib.asynccontextmanager
-async def blobs(stack: Stack) -> AsyncIterator[BlobServiceClient]:
-    service = BlobServiceClient.from_connection_string(stack.connection_string)
-    try:
-        yield service
-    finally:
-        await service.close()
+def blobs(stack: Stack) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(stack.connection_string)
 
 
 async def clear_queues(stack: Stack) -> None:
