@@ -28,6 +28,7 @@ from azure.storage.queue.aio import QueueClient
 
 from localdev.event_grid.events import blob_created_event, queue_message
 from localdev.event_grid.subscription import Subscription
+from localdev.private_files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Watcher:
         if self.state_file is None:
             return
         document = {"version": STATE_VERSION, "container": self.container.container_name, "blobs": self.seen}
-        tmp = self.state_file.with_suffix(".tmp")
+        # Atomic (the next start never reads half a file) and 0600, as every file of the stack.
+        # Not saved is only a re-raise after a restart, which ingest tolerates.
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(document, indent=1, sort_keys=True))
-            tmp.replace(self.state_file)  # a reader (or the next start) never sees half a file
+            write_private(self.state_file, json.dumps(document, indent=1, sort_keys=True))
