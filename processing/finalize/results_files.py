@@ -28,6 +28,7 @@ from processing.core.pipelines import Pipeline
 from processing.core.records import Record, parse_lines
 from processing.core.result_columns import unique_header
 from processing.core.states import RowCode
+from processing.core.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 
 
 def json_line(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, ensure_ascii=False).translate(_LINE_BREAKS).encode() + b"\n"
+    return clean_text(json.dumps(data, ensure_ascii=False)).translate(_LINE_BREAKS).encode() + b"\n"
 
 
 def _cell_text(value: Any) -> str:
@@ -216,13 +217,13 @@ async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
                     line["code"] = record.code
                 await jsonl_out.write(json_line(line))
                 if text.tell() >= BLOCK_BYTES:
-                    await csv_out.write(text.getvalue().encode())
+                    await csv_out.write(clean_text(text.getvalue()).encode())
                     text.seek(0)
                     text.truncate()
             del first
     finally:
         await source.close()
-    await csv_out.write(text.getvalue().encode())
+    await csv_out.write(clean_text(text.getvalue()).encode())
     await csv_out.commit()
     await jsonl_out.commit()
     return {"csv": csv_name, "jsonl": jsonl_name}
