@@ -254,6 +254,12 @@ def legacy_output_prefix(blob_name: str) -> str:
     return f"{pipeline}/{stem}"
 
 
+# Metadata on every results file: the job that wrote it and the input version it was made
+# from, so a job can tell whose file it would replace and `rowsmith results JOB` whose it got.
+JOB_META = "rowsmith_job"
+SOURCE_META = "rowsmith_source_etag"
+
+
 def error_report_blob(prefix: str) -> str:
     return f"{prefix}.error.json"
 
