@@ -99,7 +99,8 @@ class Workers:
 
 @contextlib.asynccontextmanager
 async def queues(stack: Stack) -> AsyncIterator[QueueServiceClient]:
-    service = QueueServiceClient.from_connection_string(stack.connection_string)
+    # The stack's CA options: on an OAuth stack Azurite speaks HTTPS with a certificate of its own.
+    service = QueueServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
     try:
         yield service
     finally:
@@ -108,7 +109,7 @@ async def queues(stack: Stack) -> AsyncIterator[QueueServiceClient]:
 
 @contextlib.asynccontextmanager
 async def blobs(stack: Stack) -> AsyncIterator[BlobServiceClient]:
-    service = BlobServiceClient.from_connection_string(stack.connection_string)
+    service = BlobServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
     try:
         yield service
     finally:

@@ -183,18 +183,6 @@ async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_
     assert await drain("finalize", stack) == []
 
 
-async def test_a_finalize_check_poisoned_again_and_again_fails_its_job_with_a_report(stack: Stack, app_env: None):
-    job, _rows, final = await upload_and_ingest(stack, "echo/stuck.csv", "id,text\n1,a\n")
-    await drain("finalize", stack)
-    poisoned = json.dumps({**json.loads(final), "poisoned": 3})  # the last of the bounded rounds
-    await user_function(function_app.retry_poison_finalize)(message(poisoned))
-    failed = await manifest(stack, job)
-    assert failed.state == "failed" and "finalize" in failed.error["where"]
-    report = json.loads(await download(stack, "output", "echo/stuck.error.json"))
-    assert report["job"] == job and "failed" in report["error"]
-    assert await drain("finalize", stack) == []  # no further round
-
-
 async def test_a_throttled_oversized_row_goes_back_by_claim_check(stack: Stack, app_env: None):
     big = "w" * 60_000 + " [[fault:429:1]]"  # over a queue message; throttled once
     _job, rows, final = await upload_and_ingest(stack, "echo/big-row.csv", f"id,text\n1,{big}\n")
