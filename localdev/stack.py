@@ -51,6 +51,7 @@ from localdev.ports import (
     terminate_pid,
     wait_for_port,
 )
+from localdev.private_files import private_dir, write_private
 from processing.core.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
 from processing.core.settings import DEFAULT_API_VERSION
 
@@ -189,15 +190,15 @@ class Stack:
 
     @property
     def blob_url(self) -> str:
-        return _account_url(self.ports.blob, self.oauth)
+        return azurite_mod.account_url(self.ports.blob, https=self.oauth)
 
     @property
     def queue_url(self) -> str:
-        return _account_url(self.ports.queue, self.oauth)
+        return azurite_mod.account_url(self.ports.queue, https=self.oauth)
 
     @property
     def table_url(self) -> str:
-        return _account_url(self.ports.table, self.oauth)
+        return azurite_mod.account_url(self.ports.table, https=self.oauth)
 
     def storage_client_options(self) -> dict[str, Any]:
         """Keyword arguments for an azure-core storage client of this stack (the CA to trust)."""
@@ -271,12 +272,9 @@ class Stack:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)  # readers never see half a file
+        write_private(path, json.dumps(self.to_dict(), indent=2))  # 0600, atomic: never half a file
         for name, service in self.services.items():
-            (self.workdir / f"{name}.pid").write_text(f"{service.pid}\n")
+            write_private(self.workdir / f"{name}.pid", f"{service.pid}\n")
         return path
 
     @classmethod
@@ -333,8 +331,7 @@ def start_stack(
     development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
     """
     storage_auth = _checked_storage_auth(storage_auth)
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = private_dir(workdir.resolve())  # 0700: it holds the identity header (stack.json)
     existing = running_stack(workdir)
     if existing is not None:
         raise StackAlreadyRunningError(
@@ -364,16 +361,20 @@ def start_stack(
     try:
         # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
-        services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
-        services["azurite"] = _start_azurite(
-            workdir,
-            picked,
-            in_memory=in_memory,
-            debug=debug,
-            detached=detached,
-            timeout=timeout,
-            oauth=oauth,
-            queue_gc_interval_ms=azurite_queue_gc_ms,
+        services["emulator"] = _spawn_emulator(workdir, picked, config, detached, header)
+        services["azurite"] = _azurite_service(
+            azurite_mod.start_azurite(
+                workdir,
+                blob_port=picked.blob,
+                queue_port=picked.queue,
+                table_port=picked.table,
+                in_memory=in_memory,
+                debug=debug,
+                detached=detached,
+                timeout=timeout,
+                oauth=oauth,
+                queue_gc_interval_ms=azurite_queue_gc_ms,
+            )
         )
         for name in ("identity", "emulator"):
             _wait_ready(services[name], getattr(picked, name), timeout)
@@ -424,9 +425,9 @@ def stack_app_settings(
         if ca_bundle is None:
             raise ValueError("OAuth mode needs the CA bundle that Azurite's certificate chains to")
         storage = {
-            f"{STORAGE_CONNECTION}__blobServiceUri": _account_url(ports.blob, True),
-            f"{STORAGE_CONNECTION}__queueServiceUri": _account_url(ports.queue, True),
-            f"{STORAGE_CONNECTION}__tableServiceUri": _account_url(ports.table, True),
+            f"{STORAGE_CONNECTION}__blobServiceUri": azurite_mod.account_url(ports.blob, https=True),
+            f"{STORAGE_CONNECTION}__queueServiceUri": azurite_mod.account_url(ports.queue, https=True),
+            f"{STORAGE_CONNECTION}__tableServiceUri": azurite_mod.account_url(ports.table, https=True),
             f"{STORAGE_CONNECTION}__credential": MANAGED_IDENTITY_CREDENTIAL,
             # Read by OpenSSL through Python's ssl module (aiohttp, httpx) and by requests: the
             # app trusts the local CA with no code of its own.
@@ -458,12 +459,7 @@ def write_ca_bundle(ca_file: Path, path: Path) -> Path:
         pass
     else:
         parts.append(Path(certifi.where()).read_text())
-    path.write_text("\n".join(p.rstrip("\n") for p in parts) + "\n")
-    return path
-
-
-def _account_url(port: int | None, https: bool) -> str:
-    return f"{'https' if https else 'http'}://{LOOPBACK}:{port}/{azurite_mod.DEV_ACCOUNT_NAME}"
+    return write_private(path, "\n".join(p.rstrip("\n") for p in parts) + "\n")
 
 
 def _checked_storage_auth(value: str) -> str:
@@ -490,7 +486,7 @@ def _spawn_identity(workdir: Path, port: int | None, header: str, detached: bool
     return Service("identity", process.pid, identity_endpoint.PROCESS_MARKER, log, process)
 
 
-def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool) -> Service:
+def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool, header: str) -> Service:
     jwks_url = f"http://{LOOPBACK}:{ports.identity}{identity_endpoint.JWKS_PATH}"
     args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *emulator_cli.config_to_args(config)]
     log = workdir / "emulator.log"
@@ -498,35 +494,14 @@ def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, de
         python_module_command("localdev.openai_emulator", *args),
         log_path=log,
         cwd=workdir,
-        env=_child_env(),
+        env=_child_env({"IDENTITY_HEADER": header}),  # its control API requires the stack's header
         detached=detached,
     )
     return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
 
 
-def _start_azurite(
-    workdir: Path,
-    ports: StackPorts,
-    *,
-    in_memory: bool,
-    debug: bool,
-    detached: bool,
-    timeout: float,
-    oauth: azurite_mod.OAuthOptions | None = None,
-    queue_gc_interval_ms: int | None = None,
-) -> Service:
-    instance = azurite_mod.start_azurite(
-        workdir,
-        blob_port=ports.blob,
-        queue_port=ports.queue,
-        table_port=ports.table,
-        in_memory=in_memory,
-        debug=debug,
-        detached=detached,
-        timeout=timeout,
-        oauth=oauth,
-        queue_gc_interval_ms=queue_gc_interval_ms,
-    )
+def _azurite_service(instance: azurite_mod.Azurite) -> Service:
+    """A started Azurite, as one of the stack's services."""
     assert instance.log_path is not None
     return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)
 
@@ -549,8 +524,7 @@ def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
 
 
 def write_local_settings(path: Path, settings: Mapping[str, str]) -> Path:
-    """Write a local.settings.json for `func start` (git-ignored: in "key" mode it holds Azurite's key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a local.settings.json for `func start`, 0600 (git-ignored: it holds IDENTITY_HEADER and, in
+    "key" mode, Azurite's key)."""
     document = {"IsEncrypted": False, "Values": dict(settings)}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_private(path, json.dumps(document, indent=2) + "\n")

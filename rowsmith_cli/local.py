@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localdev.ports import pid_alive, terminate_pid
+from localdev.private_files import private_dir, write_private
 from localdev.runner.process import PROCESS_MARKER as RUNNER_MARKER
 from localdev.runner.process import RunnerProcess, with_this_environment
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
@@ -66,7 +67,7 @@ def running(cli: CliSettings) -> Stack | None:
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
     # Detached: it survives the `rowsmith local up` that started it.
     pid = RunnerProcess(with_this_environment(settings), state_dir / "runner.log").start_detached()
-    (state_dir / RUNNER_PID).write_text(f"{pid}\n")
+    write_private(state_dir / RUNNER_PID, f"{pid}\n")
     return pid
 
 
@@ -80,7 +81,7 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
     if stack:
         return stack, True
     down(cli)  # whatever is left of a half-dead stack goes first
-    cli.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cli.state_dir)  # 0700: stack.json holds the identity header
     stack = start_stack(
         cli.state_dir,
         detached=True,

@@ -9,7 +9,6 @@ and holds no worker. 5xx, timeouts and dropped connections get a few quick retri
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import openai
 from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
+from processing.core.answers import parse_answer
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
 from processing.core.pipelines import Pipeline, PipelineError
 from processing.core.rate_limiter import RateLimiter, estimate_tokens
@@ -206,10 +206,5 @@ async def _complete_once(
             "raise max_tokens in the pipeline",
             code="length",
         )
-    try:
-        value = json.loads(content)
-    except json.JSONDecodeError:
-        raise RowError(f"the answer is not valid JSON: {content[:200]!r}", code="invalid_json") from None
-    if not isinstance(value, dict):
-        raise RowError(f"the answer is JSON but not an object: {content[:200]!r}", code="invalid_json")
+    value = parse_answer(content, pipeline.output.schema)  # strict JSON, checked against the schema
     return Answer(value, prompt_tokens, completion_tokens), raw.headers

@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,23 +97,14 @@ class Workers:
 # --- storage ------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def queues(stack: Stack) -> AsyncIterator[QueueServiceClient]:
-    # The stack's CA options: on an OAuth stack Azurite speaks HTTPS with a certificate of its own.
-    service = QueueServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
-    try:
-        yield service
-    finally:
-        await service.close()
+# The aio clients close their transport on leaving `async with`: use them as `async with queues(stack) as service:`.
+# The stack's CA options: on an OAuth stack Azurite speaks HTTPS with a certificate of its own.
+def queues(stack: Stack) -> QueueServiceClient:
+    return QueueServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
 
 
-@contextlib.asynccontextmanager
-async def blobs(stack: Stack) -> AsyncIterator[BlobServiceClient]:
-    service = BlobServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
-    try:
-        yield service
-    finally:
-        await service.close()
+def blobs(stack: Stack) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
 
 
 async def clear_queues(stack: Stack) -> None:
@@ -217,11 +208,11 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
 
 
 async def emulator_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await control.call(stack.emulator_url, "POST", "/_emulator/config", changes)
+    return await control.call(stack.emulator_url, "POST", "/_emulator/config", changes, header=stack.identity_header)
 
 
 async def emulator_stats(stack: Stack) -> dict[str, Any]:
-    return await control.call(stack.emulator_url, "GET", "/_emulator/stats")
+    return await control.call(stack.emulator_url, "GET", "/_emulator/stats", header=stack.identity_header)
 
 
 async def reset_emulator(stack: Stack) -> None:
@@ -241,20 +232,20 @@ async def reset_emulator(stack: Stack) -> None:
         default_max_tokens=defaults.default_max_tokens,
         seed=defaults.seed,
     )
-    await control.call(stack.emulator_url, "POST", "/_emulator/reset")
+    await control.call(stack.emulator_url, "POST", "/_emulator/reset", header=stack.identity_header)
 
 
 async def identity_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await control.call(stack.identity_url, "POST", "/_identity/config", changes)
+    return await control.call(stack.identity_url, "POST", "/_identity/config", changes, header=stack.identity_header)
 
 
 async def identity_stats(stack: Stack) -> dict[str, Any]:
-    return await control.call(stack.identity_url, "GET", "/_identity/stats")
+    return await control.call(stack.identity_url, "GET", "/_identity/stats", header=stack.identity_header)
 
 
 async def reset_identity(stack: Stack) -> None:
     await identity_config(stack, failure_rate=0.0, expired=False, lifetime_seconds=3600)
-    await control.call(stack.identity_url, "POST", "/_identity/reset")
+    await control.call(stack.identity_url, "POST", "/_identity/reset", header=stack.identity_header)
 
 
 # --- waiting ------------------------------------------------------------------------------------
