@@ -7,7 +7,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from processing.core.errors import BadName
+from processing.core.errors import BadMessage
 from processing.core.layout import check_job_id, manifest_blob
 from processing.core.manifest import BadManifest, Manifest
 
@@ -70,10 +70,8 @@ async def list_manifests(jobs: ContainerClient, limit: int = 200) -> list[Manife
         name = blob.name.rstrip("/")
         try:
             manifest = await load(jobs, name)
-        except BadManifest:
-            continue  # not a job of the app's: `status` lists only real ones
-        except BadName:
-            continue
+        except BadMessage:
+            continue  # not a job of the app's (a bad id or manifest): `status` lists only real ones
         if manifest:
             found.append(manifest)
         if len(found) >= limit:
