@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 import azure.functions as func
 
 from processing.adapters.clients import get_clients
+from processing.core.errors import BadMessage
 from processing.core.layout import (
     FINALIZE_POISON_QUEUE,
     FINALIZE_QUEUE,
@@ -22,7 +23,6 @@ from processing.core.layout import (
     UPLOADS_POISON_QUEUE,
     UPLOADS_QUEUE,
 )
-from processing.core.messages import BadMessage
 from processing.finalize import handler as finalize
 from processing.ingest import handler as ingest
 from processing.process import handler as process
@@ -35,8 +35,9 @@ async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -
     try:
         await work
     except BadMessage as exc:
-        # Retrying cannot fix a message we cannot read; say so once instead of five times.
-        log.error("dropping unreadable message %s from %s: %s", msg.id, queue, exc)
+        # Retrying cannot fix a message we cannot read or must not trust; say so once instead of
+        # five times. The log names the reason (text of ours), never the body (the sender's).
+        log.error("dropping unreadable message %s from %s (%s): %s", msg.id, queue, type(exc).__name__, exc)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)

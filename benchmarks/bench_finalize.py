@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.common import HEADER, PIPELINE_ONE, Context, Direct, Result, loadavg, row_cells, run_worker
 from processing.adapters import job_store, shards
-from processing.core.layout import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER
+from processing.core.layout import FINALIZE_QUEUE, JOBS_CONTAINER, OUTPUT_CONTAINER, output_prefix
 from processing.core.manifest import Manifest
 from processing.core.pipelines import load_pipeline
 from processing.core.records import Record
@@ -40,14 +40,15 @@ async def _set_up(ctx: Context, direct: Direct, lines: int) -> str:
     pipeline = load_pipeline(PIPELINE_ONE, ctx.pipelines_dir)
     job = f"bench-finalize-{uuid.uuid4().hex[:12]}"
     container = direct.blobs.get_container_client(JOBS_CONTAINER)
+    source = f"{PIPELINE_ONE}/finalize-{lines}-{job}.csv"  # never uploaded: not superseded
     manifest = Manifest(
         job=job,
         source_container="input",
-        source_blob=f"{PIPELINE_ONE}/finalize-{lines}.csv",  # never uploaded: not superseded
-        source_url=f"http://127.0.0.1/devstoreaccount1/input/{PIPELINE_ONE}/finalize-{lines}.csv",
+        source_blob=source,
+        source_url=f"http://127.0.0.1/devstoreaccount1/input/{source}",
         source_etag="0x8DCBENCH",
         pipeline_name=PIPELINE_ONE,
-        output_prefix=f"{PIPELINE_ONE}/finalize-{lines}-{job}",
+        output_prefix=output_prefix(source),  # the manifest is checked against its source name
         state=JobState.PROCESSING,
         pipeline=pipeline.to_dict(),
         header=list(HEADER),

@@ -14,7 +14,14 @@ from azure.storage.blob import ContentSettings
 
 from processing.adapters import job_store
 from processing.core import layout
-from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER
+from processing.core.errors import BadName
+from processing.core.layout import (
+    DEFAULT_PIPELINE,
+    INPUT_CONTAINER,
+    JOB_META,
+    JOBS_CONTAINER,
+    OUTPUT_CONTAINER,
+)
 from processing.core.manifest import Manifest
 from processing.core.states import FINAL_STATES, JobState
 from rowsmith_cli import failed_rows
@@ -126,10 +133,18 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
     return EXIT_TIMEOUT, info
 
 
+async def _load(target: Target, job: str) -> Manifest | None:
+    """The job's manifest; a job id the app could not have made names no job (and no path)."""
+    try:
+        return await job_store.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
+    except BadName:
+        return None
+
+
 async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
     container = target.blobs.get_container_client(JOBS_CONTAINER)
     if job:
-        manifest = await job_store.load(container, job)
+        manifest = await _load(target, job)
         if manifest is None:
             return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
         return EXIT_OK, summary(manifest)
@@ -139,7 +154,7 @@ async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
 async def results(
     target: Target, job: str, output: Path | None, *, jsonl: bool, failed: bool = False
 ) -> tuple[int, dict[str, Any]]:
-    manifest = await job_store.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
+    manifest = await _load(target, job)
     if manifest is None:
         return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
     key = "jsonl" if jsonl or failed else "csv"
@@ -147,16 +162,25 @@ async def results(
         info = summary(manifest)
         info["error"] = info.get("error") or f"job {job} is {manifest.state}; results exist once it is done"
         return EXIT_FAILED, info
-    name = manifest.results[key]
+    stream = None
+    for _ in range(2):  # a newer upload's job may set this job's results aside meanwhile: read again
+        name = manifest.results[key]
+        try:
+            stream = await target.blobs.get_blob_client(OUTPUT_CONTAINER, name).download_blob()
+        except ResourceNotFoundError:
+            return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} is missing"}
+        # The file names the job that wrote it: never hand over another job's rows as this job's.
+        if (stream.properties.metadata or {}).get(JOB_META, job) == job:
+            break
+        stream = None
+        manifest = await _load(target, job) or manifest
+    if stream is None:
+        return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} holds another job's results"}
     if failed:
         stem = Path(manifest.source_blob).stem
         dest = output or Path(f"{stem}.failed.csv")
     else:
         dest = output or Path(name.rsplit("/", 1)[-1])
-    try:
-        stream = await target.blobs.get_blob_client(OUTPUT_CONTAINER, name).download_blob()
-    except ResourceNotFoundError:
-        return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} is missing"}
     if failed:
         indices = await failed_rows.failed_indices(stream.chunks())
         try:

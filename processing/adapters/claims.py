@@ -11,8 +11,10 @@ import json
 import uuid
 from dataclasses import replace
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
+from processing.core.errors import BadMessage
 from processing.core.layout import claim_blob
 from processing.core.messages import INLINE_LIMIT, Row, RowsMessage
 
@@ -39,6 +41,12 @@ async def rows_of(jobs: ContainerClient, message: RowsMessage) -> tuple[Row, ...
     """The message's rows: inline, or read from its claim blob."""
     if message.rows:
         return message.rows
-    assert message.claim
-    stream = await jobs.download_blob(message.claim)
-    return RowsMessage.parse_rows(json.loads(await stream.readall()))
+    assert message.claim  # layout.check_claim: a blob under the job's own claims/ prefix
+    try:
+        stream = await jobs.download_blob(message.claim)
+    except ResourceNotFoundError:
+        raise BadMessage("the message's claim blob does not exist") from None
+    try:
+        return RowsMessage.parse_rows(json.loads(await stream.readall()))
+    except (ValueError, RecursionError):
+        raise BadMessage("the message's claim blob is not a rows list") from None

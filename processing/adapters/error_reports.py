@@ -23,6 +23,7 @@ from processing.core.errors import ConfigurationError
 from processing.core.layout import error_report_blob, fatal_blob
 from processing.core.manifest import Manifest
 from processing.core.states import JobState
+from processing.core.text import clean_json, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,14 @@ def describe(exc: Exception) -> dict[str, str]:
     fix = getattr(exc, "fix", "") or ""
     if not fix and isinstance(exc, ConfigurationError):
         fix = "fix the pipeline file or the app setting named above, then upload the file again"
-    return {"kind": kind, "error": str(exc), "where": where, "fix": fix}
+    # An error's text can quote a cell, a name or an answer: cleaned so the report can be written.
+    return {"kind": kind, "error": clean_text(str(exc)), "where": clean_text(where), "fix": clean_text(fix)}
 
 
 async def fail_job(
     clients: Clients, manifest: Manifest, exc: Exception | dict[str, str], *, report: bool = True
 ) -> None:
-    detail = exc if isinstance(exc, dict) else describe(exc)
+    detail = clean_json(exc) if isinstance(exc, dict) else describe(exc)
     log.error("job %s failed: %s", manifest.job, detail["error"])
     manifest.state = JobState.FAILED
     manifest.error = detail
@@ -77,6 +79,11 @@ async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:
 async def read_fatal(clients: Clients, job: str) -> dict[str, str] | None:
     try:
         stream = await clients.jobs.download_blob(fatal_blob(job))
-        return json.loads(await stream.readall())
+        data = json.loads(await stream.readall())
     except ResourceNotFoundError:
         return None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        data = {"kind": "configuration", "error": "the job's fatal error record is unreadable", "where": "", "fix": ""}
+    return {k: clean_text(str(data.get(k, ""))) for k in ("kind", "error", "where", "fix")}

@@ -7,8 +7,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from processing.core.layout import manifest_blob
-from processing.core.manifest import Manifest
+from processing.core.errors import BadMessage
+from processing.core.layout import check_job_id, manifest_blob
+from processing.core.manifest import BadManifest, Manifest
 
 _JSON = ContentSettings(content_type="application/json")
 
@@ -17,13 +18,22 @@ class ManifestConflict(Exception):
     """Someone else wrote the manifest since we read it."""
 
 
+# A manifest is a few KiB; one far larger was not written by the app.
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+
 async def load(jobs: ContainerClient, job: str) -> Manifest | None:
+    """The job's manifest, checked against the job (Manifest.check); BadName for a job id the
+    app could not have made, BadManifest for a manifest that does not describe its job."""
+    name = manifest_blob(check_job_id(job))
     try:
-        stream = await jobs.download_blob(manifest_blob(job))
+        stream = await jobs.download_blob(name)
+        if (stream.properties.size or 0) > MAX_MANIFEST_BYTES:
+            raise BadManifest("manifest is larger than any the app writes")
         raw = await stream.readall()
     except ResourceNotFoundError:
         return None
-    return Manifest.from_json(raw, etag=stream.properties.etag)
+    return Manifest.from_json(raw, etag=stream.properties.etag).check(job)
 
 
 async def create(jobs: ContainerClient, manifest: Manifest) -> bool:
@@ -58,7 +68,10 @@ async def list_manifests(jobs: ContainerClient, limit: int = 200) -> list[Manife
     found: list[Manifest] = []
     async for blob in jobs.walk_blobs(delimiter="/"):
         name = blob.name.rstrip("/")
-        manifest = await load(jobs, name)
+        try:
+            manifest = await load(jobs, name)
+        except BadMessage:
+            continue  # not a job of the app's (a bad id or manifest): `status` lists only real ones
         if manifest:
             found.append(manifest)
         if len(found) >= limit:

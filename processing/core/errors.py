@@ -46,3 +46,16 @@ class Throttled(RowsmithError):
     def __init__(self, retry_after: float, message: str = "throttled") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BadMessage(RowsmithError):
+    """A message we cannot understand or must not trust; retrying will not change it.
+
+    Dropped once with a log line that names the reason but never echoes the body (it is
+    whatever a sender chose to write), instead of five retries and a trip to poison.
+    """
+
+
+class BadName(BadMessage):
+    """A job id, blob name, claim, eTag or pipeline name that fails the layout's validator
+    (processing/core/layout.py): no path may be derived from it."""

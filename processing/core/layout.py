@@ -6,6 +6,8 @@ setting could change them; tests/infra checks that the Bicep creates exactly the
 
     input/<pipeline>/<file>.csv           what users upload (a file at the top uses `default`)
     output/<pipeline>/<file>.results.csv  the results, and .results.jsonl, or .error.json
+                                          (the output prefix mirrors the input name: see
+                                          `output_prefix`; input/<file>.csv -> output/<file>.*)
     jobs/<job>/manifest.json              the job: source, pipeline snapshot, state, counts
     jobs/<job>/shards/<shard>[.<seg>].jsonl   result records (append blobs, see shards.py)
     jobs/<job>/claims/<first-row>.json    rows too large for a queue message (claims.py)
@@ -18,7 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from urllib.parse import unquote, urlsplit
+
+from processing.core.errors import BadName
+from processing.core.text import clean_text
 
 # App-setting prefix of the storage connection used by every trigger. In Azure it is
 # identity-based (AzureWebJobsStorage__blobServiceUri, __queueServiceUri,
@@ -44,6 +50,110 @@ ALL_QUEUES = APP_QUEUES + tuple(q + POISON_SUFFIX for q in APP_QUEUES)
 ALL_CONTAINERS = (INPUT_CONTAINER, OUTPUT_CONTAINER, JOBS_CONTAINER)
 
 DEFAULT_PIPELINE = "default"
+
+
+# --- the validator: every name a path is derived from ------------------------------
+#
+# The Azure SDK collapses `.` and `..` path segments before it sends a request, and the
+# service serves the normalised path, so a name like `a/../../output/x` reaches another
+# container. Every name that arrives (an event's subject and URL, a message's job or claim,
+# a manifest's source, an eTag) is checked here before any path is built from it.
+
+# Azure's limit for a blob name is 1,024 characters. The longest name derived from an input
+# name is `<prefix>.results.<job>.jsonl` (the prefix is at most the input name; a job id is at
+# most 53 characters), so an input name of at most 900 characters keeps every derived name
+# under the limit with room to spare.
+AZURE_MAX_BLOB_NAME = 1024
+MAX_INPUT_NAME = 900
+
+JOB_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}-[0-9a-f]{12}")
+PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_CLAIM_TAIL = re.compile(r"claims/[0-9]{9}(?:-[0-9a-f]{8})?\.json")
+# What Azure Storage and Azurite hand out (`0x8DC...`, or a quoted hex/UUID form): no `*`
+# (which matches any version), no quotes, commas or spaces (which would form a list).
+_ETAG = re.compile(r"[0-9A-Za-z_.:+/=-]{1,128}")
+# Bidirectional controls make a name read differently from what it is (U+202E et al.).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def name_problem(name: object) -> str:
+    """Why `name` (a blob name inside its container) is unsafe to build a path from; "" if it is safe."""
+    if not isinstance(name, str) or not name:
+        return "the name is empty"
+    if len(name) > MAX_INPUT_NAME:
+        return f"the name is longer than {MAX_INPUT_NAME} characters"
+    for ch in name:
+        if ch == "\\":
+            return "the name has a backslash"
+        if ch in _BIDI:
+            return "the name has a bidirectional control character"
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            return "the name has a lone surrogate"
+        if category == "Cc":
+            return "the name has a control character"
+    for segment in name.split("/"):
+        if segment in ("", ".", ".."):
+            return "the name has an empty, '.' or '..' path segment"
+        if segment.endswith("."):
+            return "a path segment of the name ends with '.'"  # Azure advises against it; URLs may drop it
+    return ""
+
+
+def check_blob_name(name: object, what: str = "blob name") -> str:
+    problem = name_problem(name)
+    if problem:
+        raise BadName(f"{what} refused: {problem}")
+    assert isinstance(name, str)
+    return name
+
+
+def check_job_id(job: object) -> str:
+    """An id `job_id_for` could have made, exactly; anything else names no job."""
+    if not isinstance(job, str) or not JOB_ID.fullmatch(job):
+        raise BadName("job id refused: it is not of the form <slug>-<12 hex digits>")
+    return job
+
+
+def check_claim(job: str, claim: object) -> str:
+    """A claim-check blob of this job's own (`<job>/claims/<row>[-<hex>].json`), nothing else."""
+    prefix = f"{check_job_id(job)}/"
+    if not isinstance(claim, str) or not claim.startswith(prefix) or not _CLAIM_TAIL.fullmatch(claim[len(prefix) :]):
+        raise BadName("claim refused: it is not a claim blob under the job's own prefix")
+    return claim
+
+
+def check_etag(etag: object) -> str:
+    """The eTag without quotes; never `*`, which would match whatever the blob holds now."""
+    if not isinstance(etag, str) or not _ETAG.fullmatch(normalise_etag(etag)):
+        raise BadName("eTag refused: it is not a single eTag value")
+    return normalise_etag(etag)
+
+
+def is_pipeline_name(name: str) -> bool:
+    return bool(PIPELINE_NAME.fullmatch(name))
+
+
+def check_event_names(container: object, blob: object, url: object) -> tuple[str, str, str]:
+    """An event's container, blob name and URL: the container is `input`, the name is safe,
+    and the URL names that same blob (so the job id hashes what the app will read)."""
+    if container != INPUT_CONTAINER:
+        raise BadName(f"event refused: its container is not {INPUT_CONTAINER!r}")
+    name = check_blob_name(blob, "event subject")
+    if not isinstance(url, str):
+        raise BadName("event URL refused: not a string")
+    try:
+        parts = urlsplit(url)
+        path = unquote(parts.path, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise BadName("event URL refused: it does not parse") from None
+    if len(url) > 4 * MAX_INPUT_NAME or not url.isascii() or not url.isprintable():
+        raise BadName("event URL refused: a blob URL is printable, percent-encoded ASCII")
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise BadName("event URL refused: not a plain http(s) blob URL")
+    if not path.endswith(f"/{INPUT_CONTAINER}/{name}") or name_problem(path.strip("/")):
+        raise BadName("event URL refused: it does not name the subject's blob")
+    return INPUT_CONTAINER, name, url
 
 
 # --- input: which uploads start a job, and with which pipeline ------------------------
@@ -76,9 +186,9 @@ def job_id_for(url: str, etag: str) -> str:
     Every duplicate BlobCreated event for one upload names the same job, and a new upload of
     the same name (a new ETag) is a new job.
     """
-    parts = urlsplit(url)
+    parts = urlsplit(clean_text(url))
     path = unquote(parts.path)
-    digest = hashlib.sha256(f"{parts.netloc.lower()}{path}|{normalise_etag(etag)}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{parts.netloc.lower()}{path}|{normalise_etag(clean_text(etag))}".encode()).hexdigest()
     stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
     slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:40] or "file"
     return f"{slug}-{digest[:12]}"
@@ -117,10 +227,37 @@ def fatal_blob(job: str) -> str:
 # --- the output container --------------------------------------------------------------
 
 
-def output_prefix(pipeline: str, rest: str) -> str:
-    """output/<pipeline>/<file without .csv>: every output of the job adds a suffix to it."""
+def output_prefix(blob_name: str) -> str:
+    """output/<prefix>: every output of the job adds a suffix to it. One-to-one with the input name.
+
+    The prefix mirrors the input's name, without its `.csv` when that is exactly `.csv` and
+    what is left does not itself end in `.csv` (any case); otherwise it is the whole name:
+
+        input/x.csv            -> output/x.results.csv
+        input/default/x.csv    -> output/default/x.results.csv
+        input/x.CSV            -> output/x.CSV.results.csv
+        input/x.csv.csv        -> output/x.csv.csv.results.csv
+
+    Injective: a prefix ending in `.csv` (any case) is an input name as it is; any other is an
+    input name without `.csv`. So no two uploads ever share a results file.
+    """
+    stem = blob_name[:-4]
+    if blob_name.endswith(".csv") and not stem.lower().endswith(".csv"):
+        return stem
+    return blob_name
+
+
+def legacy_output_prefix(blob_name: str) -> str:
+    """The prefix manifests of version 1 derived (`<pipeline>/<stem>`); not one-to-one, read only."""
+    pipeline, rest = route(blob_name)
     stem = rest[:-4] if rest.lower().endswith(".csv") else rest
     return f"{pipeline}/{stem}"
+
+
+# Metadata on every results file: the job that wrote it and the input version it was made
+# from, so a job can tell whose file it would replace and `rowsmith results JOB` whose it got.
+JOB_META = "rowsmith_job"
+SOURCE_META = "rowsmith_source_etag"
 
 
 def error_report_blob(prefix: str) -> str:
@@ -129,6 +266,10 @@ def error_report_blob(prefix: str) -> str:
 
 def results_blobs(prefix: str, job: str, *, superseded: bool) -> tuple[str, str]:
     """(csv, jsonl) names. A job whose input was uploaded again before it finished puts its
-    job id in the name, so it never overwrites the newer upload's results."""
-    base = f"{prefix}.{job}" if superseded else prefix
-    return f"{base}.results.csv", f"{base}.results.jsonl"
+    job id in the name, so it never overwrites the newer upload's results.
+
+    `<prefix>.results.<job>.csv` cannot be another input's `<prefix>.results.csv`: what comes
+    before `.csv` is a job id, never `results`."""
+    if superseded:
+        return f"{prefix}.results.{job}.csv", f"{prefix}.results.{job}.jsonl"
+    return f"{prefix}.results.csv", f"{prefix}.results.jsonl"

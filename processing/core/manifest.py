@@ -12,10 +12,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from processing.core import layout
+from processing.core.errors import BadMessage, BadName
 from processing.core.settings import DEFAULTS
 from processing.core.states import JobState
+from processing.core.text import clean_json
 
-MANIFEST_VERSION = 1
+# 2: one-to-one output prefix (layout.output_prefix) and a row key; 1 used the legacy prefix.
+MANIFEST_VERSION = 2
+
+
+class BadManifest(BadMessage):
+    """A manifest that does not describe the job it is stored for: never acted on."""
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Manifest:
     # are in the output as errors with code "missing", and this says how many and why.
     incomplete: dict[str, Any] | None = None
     ingest_passes: int = 0  # ingest invocations that read the file (more than 1: resumed)
+    # Hex key that signs the job's row messages (messages.rows_signature); "" in old manifests.
+    row_key: str = field(default="", repr=False)
     version: int = MANIFEST_VERSION
     etag: str | None = field(default=None, compare=False, repr=False)
 
@@ -63,15 +73,44 @@ class Manifest:
     def to_json(self) -> bytes:
         data = asdict(self)
         data.pop("etag")
-        return json.dumps(data, ensure_ascii=False, indent=1).encode()
+        # clean_json: one lone surrogate in an error text must not make the job unsaveable.
+        return json.dumps(clean_json(data), ensure_ascii=False, indent=1).encode()
 
     @classmethod
     def from_json(cls, raw: bytes, etag: str | None = None) -> Manifest:
-        data = json.loads(raw)
-        known = set(cls.__dataclass_fields__) - {"etag"}
-        manifest = cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(raw)
+            known = set(cls.__dataclass_fields__) - {"etag"}
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except (ValueError, TypeError, RecursionError, AttributeError):
+            raise BadManifest("manifest is not a manifest object") from None
         manifest.etag = etag
         return manifest
+
+    def check(self, job: str) -> Manifest:
+        """This manifest, if it describes `job`: its own id, a source in `input` with a safe
+        name, and the pipeline and output prefix derived from that name. A planted manifest
+        that names another container, another job's files or an output of its choosing fails."""
+        if self.job != job:
+            raise BadManifest("manifest names another job")
+        if self.source_container != layout.INPUT_CONTAINER:
+            raise BadManifest("manifest's source is not in the input container")
+        try:
+            blob = layout.check_blob_name(self.source_blob, "manifest source")
+            layout.check_etag(self.source_etag)
+        except BadName as exc:
+            raise BadManifest(str(exc)) from None
+        derive = layout.legacy_output_prefix if self.version == 1 else layout.output_prefix
+        if self.output_prefix != derive(blob) or self.pipeline_name != layout.route(blob)[0]:
+            raise BadManifest("manifest's output prefix or pipeline is not the one its source name gives")
+        if self.total_rows is not None and (type(self.total_rows) is not int or self.total_rows < 0):
+            raise BadManifest("manifest's total_rows is not a count")
+        for count in (self.shard_rows, self.shard_max_blocks):
+            if type(count) is not int or count < 1:
+                raise BadManifest("manifest's shard geometry is not a positive count")
+        if not isinstance(self.row_key, str) or (self.row_key and len(self.row_key) != 64):
+            raise BadManifest("manifest's row key is malformed")
+        return self
 
     def stamp(self, name: str) -> None:
         self.times.setdefault(name, time.time())

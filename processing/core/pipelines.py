@@ -8,16 +8,15 @@ the job's manifest, so editing a pipeline never changes a job that is already ru
 from __future__ import annotations
 
 import codecs
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from processing.core.errors import ConfigurationError
+from processing.core.layout import is_pipeline_name
 from processing.core.prompts import Template
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 DELIMITERS = {",", ";", "\t", "|"}
 # Azure OpenAI structured outputs (strict) accept schemas nested at most this deep.
@@ -211,7 +210,7 @@ def load_pipeline(name: str, directory: Path) -> Pipeline:
     where = f"the input folder input/{name}/ (its name selects the pipeline)"
     if name == "default":
         where = "a file at the top of input/ (it uses the default pipeline)"
-    if not _NAME.match(name):
+    if not is_pipeline_name(name):  # fullmatch: `triage\n` is not `triage`
         raise PipelineError(
             f"pipeline name {name!r} is not valid: use lower-case letters, digits, '-' and '_'",
             where=where,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processing.core.states import RowCode, RowStatus
+from processing.core.text import clean_json, clean_text
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,12 @@ class Record:
 
     @classmethod
     def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int]) -> Record:
-        return cls(index, RowStatus.OK, list(cells), answer=answer, usage=usage)
+        # The answer is the model's (steered by the row's cells): its text is cleaned here, where it enters.
+        return cls(index, RowStatus.OK, [clean_text(c) for c in cells], answer=clean_json(answer), usage=usage)
 
     @classmethod
     def failed(cls, index: int, cells: Sequence[str], code: RowCode | str, error: str) -> Record:
-        return cls(index, RowStatus.ERROR, list(cells), error=error, code=code)
+        return cls(index, RowStatus.ERROR, [clean_text(c) for c in cells], error=clean_text(error), code=code)
 
     @property
     def ok(self) -> bool:
@@ -51,13 +53,15 @@ class Record:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         usage = data.get("usage") or (0, 0)
+        # A shard line is JSON with every non-ASCII character escaped, so `\ud800` reads back as a
+        # lone surrogate: cleaned again here, for shards written before records were cleaned.
         return cls(
             index=int(data["i"]),
             status=data["status"],
-            cells=data.get("cells", []),
-            answer=data.get("answer"),
-            error=data.get("error", ""),
-            code=data.get("code", ""),
+            cells=[clean_text(str(c)) for c in data.get("cells", [])],
+            answer=clean_json(data.get("answer")),
+            error=clean_text(str(data.get("error", ""))),
+            code=clean_text(str(data.get("code", ""))),
             usage=(int(usage[0]), int(usage[1])),
         )
 

@@ -19,8 +19,10 @@ import time
 from processing.adapters import job_store
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job, read_fatal
+from processing.core.errors import JobInputError
+from processing.core.host_config import max_dequeue_count
 from processing.core.messages import FinalizeMessage
-from processing.core.states import JobState
+from processing.core.states import FINAL_STATES, JobState
 from processing.finalize.completion import Completion, Step, completion, first_step, stall_reason
 from processing.finalize.progress import load_progress, save_progress, scan
 from processing.finalize.results_files import write_outputs
@@ -80,17 +82,35 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
 
 
 # After a finalize check failed every attempt (a storage outage, say), look again later
-# rather than never: finalize is idempotent, and a job must always complete.
+# rather than never: finalize is idempotent. But not for ever: after POISON_RETRIES such
+# rounds (about 25 attempts over 15 minutes) the job fails with a report, so it still ends.
 POISON_RETRY_SECONDS = 300
+POISON_RETRIES = 3
 
 
 async def handle_finalize_poison(body: str | bytes, clients: Clients) -> None:
     message = FinalizeMessage.from_json(body)
-    log.warning("job %s: finalize failed every attempt; checking again in %d s", message.job, POISON_RETRY_SECONDS)
-    await _reschedule(clients, message, POISON_RETRY_SECONDS)
-
-
-async def _reschedule(clients: Clients, message: FinalizeMessage, delay: int) -> None:
-    await clients.finalize_queue.send_message(
-        FinalizeMessage(message.job, checks=message.checks + 1).to_json(), visibility_timeout=delay
+    if message.poisoned < POISON_RETRIES:
+        log.warning("job %s: finalize failed every attempt; checking again in %d s", message.job, POISON_RETRY_SECONDS)
+        await _reschedule(clients, message, POISON_RETRY_SECONDS, poisoned=message.poisoned + 1)
+        return
+    manifest = await job_store.load(clients.jobs, message.job)
+    if manifest is None or manifest.state in FINAL_STATES:
+        return
+    await fail_job(
+        clients,
+        manifest,
+        JobInputError(
+            f"finishing the job failed {(POISON_RETRIES + 1) * max_dequeue_count()} times; the function logs have "
+            "each error",
+            where="finalize",
+            fix="check the function logs for the storage error, then upload the file again",
+        ),
     )
+
+
+async def _reschedule(clients: Clients, message: FinalizeMessage, delay: int, *, poisoned: int | None = None) -> None:
+    again = FinalizeMessage(
+        message.job, checks=message.checks + 1, poisoned=message.poisoned if poisoned is None else poisoned
+    )
+    await clients.finalize_queue.send_message(again.to_json(), visibility_timeout=delay)

@@ -4,6 +4,7 @@ keeping the first record of each row, so memory is bounded by one shard, not by 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,21 +14,22 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobBlock, ContentSettings
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobBlock, BlobProperties, ContentSettings
 from azure.storage.blob.aio import BlobClient
 
-from processing.adapters import shards
+from processing.adapters import job_store, shards
 from processing.adapters.clients import Clients
 from processing.core.csv_reader import CsvStream, ParsedRow
-from processing.core.errors import JobInputError
+from processing.core.errors import BadMessage, JobInputError, TransientError
 from processing.core.formulas import safe_row
-from processing.core.layout import normalise_etag, results_blobs
+from processing.core.layout import JOB_META, SOURCE_META, normalise_etag, results_blobs
 from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
 from processing.core.records import Record, parse_lines
 from processing.core.result_columns import unique_header
 from processing.core.states import RowCode
+from processing.core.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,10 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 def json_line(data: dict[str, Any]) -> bytes:
     # allow_nan=False: NaN/Infinity are not JSON, and a .results.jsonl must stay readable by any
     # JSON reader. Answers are parsed strictly (processing/core/answers.py) and shard records read
-    # NaN as null (records.py), so this raises only if a new path lets one in.
-    return json.dumps(data, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS).encode() + b"\n"
+    # NaN as null (records.py), so this raises only if a new path lets one in. clean_text: a lone
+    # surrogate that got past every point of entry still cannot make the write raise.
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return clean_text(text).translate(_LINE_BREAKS).encode() + b"\n"
 
 
 def _cell_text(value: Any) -> str:
@@ -57,9 +61,11 @@ def _cell_text(value: Any) -> str:
 class _BlockWriter:
     """Stream an output blob as staged blocks, committed at the end."""
 
-    def __init__(self, blob: BlobClient, content_type: str) -> None:
+    def __init__(self, blob: BlobClient, content_type: str, condition: dict[str, Any] | None = None) -> None:
         self.blob = blob
         self.content_type = content_type
+        self.condition = condition or {}  # what the commit is conditional on (see _Claim)
+        self.metadata: dict[str, str] = {}
         self.buffer = bytearray()
         self.blocks: list[BlobBlock] = []
 
@@ -78,7 +84,12 @@ class _BlockWriter:
         if self.buffer:
             await self._stage()
         # An empty list makes an empty blob (a header-only file's .jsonl); no 0-byte block.
-        await self.blob.commit_block_list(self.blocks, content_settings=ContentSettings(content_type=self.content_type))
+        await self.blob.commit_block_list(
+            self.blocks,
+            content_settings=ContentSettings(content_type=self.content_type),
+            metadata=self.metadata or None,
+            **self.condition,
+        )
 
 
 def _row_out(width: int, fields: tuple[str, ...], record: Record) -> tuple[list[str], list[str]]:
@@ -94,14 +105,92 @@ def _row_out(width: int, fields: tuple[str, ...], record: Record) -> tuple[list[
     return cells, [*answers, record.status, record.error]
 
 
-async def _superseded(clients: Clients, manifest: Manifest) -> bool:
-    """True if the input was uploaded again (a new ETag) since this job read it."""
+async def _current_input_etag(clients: Clients, manifest: Manifest) -> str | None:
+    """The input's ETag now; None if it was deleted."""
     blob = clients.blobs.get_blob_client(manifest.source_container, manifest.source_blob)
     try:
-        props = await blob.get_blob_properties()
+        return normalise_etag((await blob.get_blob_properties()).etag)
     except ResourceNotFoundError:
-        return False  # deleted, not replaced: this job's results are still the latest
-    return normalise_etag(props.etag) != manifest.source_etag
+        return None
+
+
+async def _properties(blob: BlobClient) -> BlobProperties | None:
+    try:
+        return await blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+
+
+def _condition(props: BlobProperties | None) -> dict[str, Any]:
+    """Write only over what we looked at: nothing (If-None-Match: *) or that version (If-Match)."""
+    if props is None:
+        return {"match_condition": MatchConditions.IfMissing}
+    return {"etag": props.etag, "match_condition": MatchConditions.IfNotModified}
+
+
+async def _copy(clients: Clients, source: str, dest: str, metadata: dict[str, str], content_type: str) -> None:
+    """Stream one output blob to another name, unless that name exists already (a retry)."""
+    out = _BlockWriter(
+        clients.output.get_blob_client(dest), content_type, {"match_condition": MatchConditions.IfMissing}
+    )
+    out.metadata = metadata
+    try:
+        download = await clients.output.download_blob(source)
+    except ResourceNotFoundError:
+        return
+    async for chunk in download.chunks():
+        await out.write(chunk)
+    with contextlib.suppress(ResourceExistsError):
+        await out.commit()
+
+
+async def _set_aside(clients: Clients, manifest: Manifest, props: BlobProperties) -> None:
+    """A newer upload's job is about to replace an older job's results: keep the older ones
+    under that job's own name and point its manifest there, so `rowsmith results OLDJOB`
+    still returns its own rows. Nothing is replaced silently."""
+    old_job = (props.metadata or {}).get(JOB_META, "")
+    try:
+        old = await job_store.load(clients.jobs, old_job)
+    except BadMessage:
+        old = None
+    if old is None or old.output_prefix != manifest.output_prefix or old.results.get("csv") != props.name:
+        return  # nobody's results point here any more
+    csv_name, jsonl_name = results_blobs(old.output_prefix, old.job, superseded=True)
+    meta = dict(props.metadata or {})
+    await _copy(clients, old.results["csv"], csv_name, meta, "text/csv; charset=utf-8")
+    await _copy(clients, old.results.get("jsonl", ""), jsonl_name, meta, "application/x-ndjson")
+    old.results = {**old.results, "csv": csv_name, "jsonl": jsonl_name}
+    old.superseded = True
+    await job_store.save(clients.jobs, old)  # ManifestConflict: finalize retries the whole write
+
+
+async def _targets(clients: Clients, manifest: Manifest) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """(csv, jsonl, csv condition, jsonl condition): where this job's results go, and the
+    version of each name the write may replace.
+
+    | the canonical results file is | and the input now is | this job writes                       |
+    |-------------------------------|----------------------|---------------------------------------|
+    | missing, or this job's own    | any                  | the canonical names                   |
+    | any other                     | a newer upload       | `<prefix>.results.<job>.*`            |
+    | an older upload's job's       | this job's, or gone  | the canonical names, after the older  |
+    |                               |                      | job's results are set aside for it    |
+    """
+    prefix = manifest.output_prefix
+    csv_name, jsonl_name = results_blobs(prefix, manifest.job, superseded=False)
+    csv_blob = clients.output.get_blob_client(csv_name)
+    existing = await _properties(csv_blob)
+    owner = (existing.metadata or {}).get(JOB_META) if existing else None
+    if owner != manifest.job:
+        current = await _current_input_etag(clients, manifest)
+        manifest.superseded = current is not None and current != manifest.source_etag
+        if manifest.superseded:
+            csv_name, jsonl_name = results_blobs(prefix, manifest.job, superseded=True)
+            csv_blob = clients.output.get_blob_client(csv_name)
+            existing = await _properties(csv_blob)
+        elif existing is not None and owner:
+            await _set_aside(clients, manifest, existing)
+    jsonl = await _properties(clients.output.get_blob_client(jsonl_name))
+    return csv_name, jsonl_name, _condition(existing), _condition(jsonl)
 
 
 class _SourceRows:
@@ -181,10 +270,10 @@ def _missing_text(manifest: Manifest) -> str:
 
 async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
     missing = _missing_text(manifest)
-    manifest.superseded = await _superseded(clients, manifest)
-    csv_name, jsonl_name = results_blobs(manifest.output_prefix, manifest.job, superseded=manifest.superseded)
-    csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8")
-    jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson")
+    csv_name, jsonl_name, csv_if, jsonl_if = await _targets(clients, manifest)
+    csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8", csv_if)
+    jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson", jsonl_if)
+    csv_out.metadata = jsonl_out.metadata = {JOB_META: manifest.job, SOURCE_META: manifest.source_etag}
     fields = Pipeline.from_dict(manifest.pipeline).output.fields
     width = len(manifest.header)
     keys = unique_header(manifest.header)
@@ -219,13 +308,18 @@ async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
                     line["code"] = record.code
                 await jsonl_out.write(json_line(line))
                 if text.tell() >= BLOCK_BYTES:
-                    await csv_out.write(text.getvalue().encode())
+                    await csv_out.write(clean_text(text.getvalue()).encode())
                     text.seek(0)
                     text.truncate()
             del first
     finally:
         await source.close()
-    await csv_out.write(text.getvalue().encode())
-    await csv_out.commit()
-    await jsonl_out.commit()
+    await csv_out.write(clean_text(text.getvalue()).encode())
+    try:
+        await csv_out.commit()
+        await jsonl_out.commit()
+    except (ResourceExistsError, ResourceModifiedError):
+        # Someone wrote the name since we looked: never overwrite blind; the check is retried
+        # (the host redelivers finalize) and decides again with what is there now.
+        raise TransientError(f"job {manifest.job}: its results file changed while it was written") from None
     return {"csv": csv_name, "jsonl": jsonl_name}

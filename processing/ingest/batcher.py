@@ -83,6 +83,8 @@ class Batcher:
 
     async def _send(self, rows: tuple[Row, ...]) -> None:
         message = RowsMessage(self.job, rows)
+        if self.manifest.row_key:
+            message = message.signed(self.manifest.row_key)
         text = claims.inline(message)
         if text is not None:
             await self.enqueuer.send(text)

@@ -14,7 +14,9 @@ dequeue count, so a ten-million-row file never looks like a failing message.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from urllib.parse import unquote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -25,7 +27,7 @@ from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job
 from processing.adapters.queue_sender import Enqueuer
 from processing.core.csv_reader import CsvStream
-from processing.core.errors import ConfigurationError, JobInputError
+from processing.core.errors import BadName, ConfigurationError, JobInputError
 from processing.core.host_config import max_dequeue_count
 from processing.core.layout import (
     INPUT_CONTAINER,
@@ -37,7 +39,7 @@ from processing.core.layout import (
     route,
     starts_a_job,
 )
-from processing.core.manifest import Manifest
+from processing.core.manifest import BadManifest, Manifest
 from processing.core.messages import BlobCreated, FinalizeMessage
 from processing.core.pipelines import Pipeline, load_pipeline
 from processing.core.result_columns import added_columns
@@ -47,9 +49,19 @@ from processing.ingest.batcher import Batcher
 log = logging.getLogger(__name__)
 
 
+def _check_account(clients: Clients, event: BlobCreated) -> None:
+    """The event's URL must be the app's own input container: the job id hashes the URL, so a
+    URL of any other host would make a new job (and new model calls) for the same blob."""
+    own = unquote(urlsplit(clients.input.url).path).rstrip("/") + "/"
+    parts = urlsplit(event.url)
+    if parts.netloc.lower() != urlsplit(clients.input.url).netloc.lower() or not unquote(parts.path).startswith(own):
+        raise BadName("event URL refused: it is not a blob of the app's input container")
+
+
 async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
     """The upload's job, created on first sight; every duplicate event finds the same one."""
-    pipeline_name, rest = route(event.blob)
+    pipeline_name, _ = route(event.blob)
+    _check_account(clients, event)
     job = job_id_for(event.url, event.etag)
     manifest = await job_store.load(clients.jobs, job)
     if manifest is None:
@@ -60,13 +72,16 @@ async def _job_for(clients: Clients, event: BlobCreated) -> Manifest:
             source_url=event.url,
             source_etag=normalise_etag(event.etag),
             pipeline_name=pipeline_name,
-            output_prefix=output_prefix(pipeline_name, rest),
+            output_prefix=output_prefix(event.blob),
             shard_rows=clients.settings.shard_rows,
+            row_key=secrets.token_hex(32),
             shard_max_blocks=clients.settings.shard_max_blocks,
         )
         if not await job_store.create(clients.jobs, manifest):
             manifest = await job_store.load(clients.jobs, job)  # a concurrent duplicate created it first
             assert manifest is not None
+    if manifest.source_blob != event.blob or manifest.source_etag != normalise_etag(event.etag):
+        raise BadManifest("manifest at this job id is for another upload")
     return manifest
 
 
@@ -74,7 +89,7 @@ async def handle_upload(body: str | bytes, clients: Clients) -> str | None:
     """Start (or resume) the job for one BlobCreated event. Returns the job id, if any."""
     event = BlobCreated.from_event(body)
     if not starts_a_job(event.container, event.blob):
-        log.info("ignoring %s/%s: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
+        log.info("ignoring %r/%r: not a .csv in the %s container", event.container, event.blob, INPUT_CONTAINER)
         return None
     manifest = await _job_for(clients, event)
     job = manifest.job

@@ -15,9 +15,9 @@ import random
 from processing.adapters import azure_openai, claims, job_store, shards
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import mark_fatal
-from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.core.errors import BadMessage, ConfigurationError, RowError, Throttled, TransientError
 from processing.core.host_config import max_dequeue_count
-from processing.core.messages import Row, RowsMessage
+from processing.core.messages import Row, RowsMessage, signature_matches
 from processing.core.rate_limiter import limiter_for
 from processing.core.records import Record
 from processing.core.states import RowCode
@@ -67,6 +67,7 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         log.info("job %s is unknown, done or failed: its rows message is dropped", message.job)
         return
     rows = await claims.rows_of(clients.jobs, message)
+    check_rows(message, rows, spec.row_key, spec.total_rows)
     outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))
     plan = row_outcomes.plan(
         rows,
@@ -83,13 +84,26 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         shard = rows[0].index // spec.shard_rows
         await shards.append(clients.jobs, spec.job, shard, plan.record, max_blocks=spec.shard_max_blocks)
     for requeue in plan.requeue:
-        await _requeue(clients, spec.job, requeue)
+        await _requeue(clients, spec, requeue)
 
 
-async def _requeue(clients: Clients, job: str, requeue: Requeue) -> None:
+def check_rows(message: RowsMessage, rows: tuple[Row, ...], key: str, total: int | None) -> None:
+    """The rows are the job's own: signed with its key (so neither cells nor indices were
+    chosen by the sender), in one shard, and within the job's rows once their number is known."""
+    if key and not (message.sig and signature_matches(key, message.job, rows, message.sig)):
+        raise BadMessage("rows message is not signed with its job's key")
+    if not rows:
+        raise BadMessage("rows message has no rows")
+    if total is not None and rows[-1].index >= total:
+        raise BadMessage("rows message names rows beyond the job's total")
+
+
+async def _requeue(clients: Clients, spec: JobSpec, requeue: Requeue) -> None:
     # Jitter spreads a burst of throttled rows so they do not all return in the same second.
     visibility = min(MAX_VISIBILITY, max(1, round(requeue.delay * random.uniform(1.0, 1.2) + 0.5)))
-    message = RowsMessage(job, requeue.rows, waits=requeue.waits, tries=requeue.tries)
+    message = RowsMessage(spec.job, requeue.rows, waits=requeue.waits, tries=requeue.tries)
+    if spec.row_key:
+        message = message.signed(spec.row_key)
     # Rows that came by claim check go back by claim check: a queue message holds 64 KiB.
     text = claims.inline(message) or await claims.store(clients.jobs, message, unique=True)
     await clients.rows_queue.send_message(text, visibility_timeout=visibility)
@@ -98,11 +112,13 @@ async def _requeue(clients: Clients, job: str, requeue: Requeue) -> None:
 async def handle_poison(body: str | bytes, clients: Clients) -> None:
     """A rows message that failed every attempt: record its rows as failed, so the job completes."""
     message = RowsMessage.from_json(body)
-    rows = await claims.rows_of(clients.jobs, message)
     manifest = await job_store.load(clients.jobs, message.job)
     if manifest is None:
         log.error("poison message for unknown job %s dropped", message.job)
         return
+    rows = await claims.rows_of(clients.jobs, message)
+    # A forged poison message would otherwise record a victim's row as failed (the first record wins).
+    check_rows(message, rows, manifest.row_key, manifest.total_rows)
     reason = (
         f"failed {max_dequeue_count()} times (the worker crashed or timed out each time); "
         "see the function logs for the error"

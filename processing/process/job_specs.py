@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from processing.adapters import job_store
 from processing.adapters.clients import Clients
@@ -26,6 +26,8 @@ class JobSpec:
     deployment: str
     shard_rows: int
     shard_max_blocks: int
+    row_key: str = ""  # signs the job's rows messages (messages.rows_signature)
+    total_rows: int | None = None  # None while the job is still ingesting
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
@@ -37,6 +39,8 @@ class JobSpec:
             deployment=pipeline.deployment or default_deployment,
             shard_rows=manifest.shard_rows,
             shard_max_blocks=manifest.shard_max_blocks,
+            row_key=manifest.row_key,
+            total_rows=manifest.total_rows,
         )
 
 
@@ -79,7 +83,10 @@ class SpecCache:
         if manifest is None or not manifest.header or manifest.state in FINAL_STATES:
             self._items.pop(job, None)
             return None
-        spec = spec or JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
+        if spec is None:
+            spec = JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
+        elif spec.total_rows != manifest.total_rows:
+            spec = replace(spec, total_rows=manifest.total_rows)  # ingest finished since
         self._items[job] = (spec, time.monotonic())
         self._items.move_to_end(job)
         if len(self._items) > self._size:

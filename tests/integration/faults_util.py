@@ -98,12 +98,13 @@ class Workers:
 
 
 # The aio clients close their transport on leaving `async with`: use them as `async with queues(stack) as service:`.
+# The stack's CA options: on an OAuth stack Azurite speaks HTTPS with a certificate of its own.
 def queues(stack: Stack) -> QueueServiceClient:
-    return QueueServiceClient.from_connection_string(stack.connection_string)
+    return QueueServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
 
 
 def blobs(stack: Stack) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(stack.connection_string)
+    return BlobServiceClient.from_connection_string(stack.connection_string, **stack.storage_client_options())
 
 
 async def clear_queues(stack: Stack) -> None:

@@ -171,7 +171,8 @@ async def test_an_upload_that_failed_every_attempt_gets_an_error_report(stack: S
 
 async def test_a_poisoned_finalize_check_is_tried_again_later(stack: Stack, app_env: None):
     await drain("finalize", stack)
-    await user_function(function_app.retry_poison_finalize)(message('{"v":1,"type":"finalize","job":"j1"}'))
+    body = '{"v":1,"type":"finalize","job":"j1-0123456789ab"}'
+    await user_function(function_app.retry_poison_finalize)(message(body))
     target = local_target(stack)
     try:
         props = await target.queues.get_queue_client("finalize").get_queue_properties()
@@ -212,7 +213,7 @@ async def test_an_upload_replaced_before_its_job_finishes_never_overwrites_the_n
 
     latest = (await download(stack, "output", "echo/report.results.csv")).decode().splitlines()
     assert latest[1].startswith("1,new,")
-    older = (await download(stack, "output", f"echo/report.{old_job}.results.csv")).decode().splitlines()
+    older = (await download(stack, "output", f"echo/report.results.{old_job}.csv")).decode().splitlines()
     assert older[1].startswith("1,old,")
     old = await manifest(stack, old_job)
     assert old.state == "done" and old.superseded is True and new_job != old_job

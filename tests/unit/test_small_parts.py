@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from processing.adapters.azure_openai import retry_after
 from processing.adapters.shards import MAX_APPEND, _blocks
 from processing.core.layout import job_id_for
@@ -54,7 +56,7 @@ def test_manifest_round_trips():
     m = Manifest("j", "input", "a.csv", "http://x/input/a.csv", "0x1", "default", "default/a", total_rows=25_001)
     back = Manifest.from_json(m.to_json(), etag="e")
     assert back == m and back.shards == 3
-    assert json.loads(m.to_json())["version"] == 1
+    assert json.loads(m.to_json())["version"] == 2
 
 
 def test_progress_knows_when_a_range_of_rows_is_complete():
@@ -78,3 +80,28 @@ def test_a_results_json_line_stays_one_line_for_every_reader() -> None:
     assert line.endswith(b"\n") and len(line.decode().splitlines()) == 1
     assert json.loads(line)["input"]["text"] == value
     assert "ünï" in line.decode()  # non-ASCII text stays readable
+
+
+def test_a_manifest_is_checked_against_its_own_job_source_and_prefix():
+    from processing.core.manifest import BadManifest
+
+    job = "a-0123456789ab"
+
+    def made(**changes: object) -> Manifest:
+        m = Manifest(job, "input", "triage/a.csv", "u", "0x1", "triage", "triage/a")
+        for k, v in changes.items():
+            setattr(m, k, v)
+        return m
+
+    assert made().check(job)
+    for bad in (
+        {"job": "b-0123456789ab"},
+        {"source_container": "output"},
+        {"source_blob": "triage/../../output/x.csv"},
+        {"output_prefix": "victim/report"},
+        {"pipeline_name": "other"},
+        {"source_etag": "*"},
+        {"shard_rows": 0},
+    ):
+        with pytest.raises(BadManifest):
+            made(**bad).check(job)
