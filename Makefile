@@ -1,7 +1,19 @@
 # Rowsmith: `make demo` runs a sample CSV end to end on the local stack; `make test` runs every test.
 # Both set up what they need (venv, pip, npm) and are quick the second time.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Python 3.13 (the Function App's runtime version, infra/app/functions.bicep): PYTHON=... picks
+# one; otherwise `python3.13` on PATH, then pyenv's newest 3.13.x, then python3 if it is 3.13.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell command -v python3.13 2>/dev/null || \
+	ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1)
+ifeq ($(PYTHON),)
+PYTHON := $(shell python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && command -v python3)
+endif
+endif
+PYTHON_VERSION_CHECK = $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { \
+	echo "make: Rowsmith needs Python 3.13 (found: $(or $(PYTHON),none on PATH or in pyenv)). Install it (python.org, your package manager," >&2; \
+	echo "      or pyenv install 3.13) and run make again, or name one: make setup PYTHON=/path/to/python3.13" >&2; \
+	exit 1; }
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -15,7 +27,10 @@ setup: $(STAMP) node_modules/.installed
 
 # Reinstall only when a requirements file or pyproject changes.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON_VERSION_CHECK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
+		echo "make: $(VENV) is Python $$($(PY) -c 'import platform; print(platform.python_version())'), not 3.13: make clean, then make setup" >&2; exit 1; }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@

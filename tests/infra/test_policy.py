@@ -90,7 +90,7 @@ def test_function_app_uses_its_system_identity_for_everything() -> None:
     storage = dig(config, "deployment", "storage")
     assert storage["type"] == "blobContainer"
     assert dig(storage, "authentication") == {"type": "SystemAssignedIdentity"}
-    assert dig(config, "runtime") == {"name": "python", "version": "3.11"}
+    assert dig(config, "runtime") == {"name": "python", "version": "3.13"}
     assert dig(config, "scaleAndConcurrency") == {
         "maximumInstanceCount": "maximumInstanceCount",
         "instanceMemoryMB": "instanceMemoryMB",
