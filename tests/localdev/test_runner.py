@@ -305,11 +305,14 @@ async def test_message_goes_to_poison_after_max_dequeue_count(
     assert all(later.at - earlier.at >= 0.9 for earlier, later in itertools.pairwise(calls))
     stats = runner.stats["doomed"]
     assert (stats.invocations, stats.failures, stats.poisoned, stats.successes) == (3, 3, 1, 0)
-    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "localdev.runner"]
     assert len(failures) == 3
     message = failures[-1].getMessage()
     assert "doomed" in message and calls[0].message_id in message and "dequeue count 3" in message
-    assert failures[-1].exc_info is not None and "always fails" in str(failures[-1].exc_info[1])
+    assert "always fails" in message
+    # The traceback is the runtime's own record ("Native invocation failed"), as in the worker.
+    tracebacks = [r for r in caplog.records if r.name == "azure.functions" and r.exc_info]
+    assert len(tracebacks) == 3 and "always fails" in str(tracebacks[-1].exc_info[1])
 
 
 async def test_over_dequeued_message_goes_to_poison_without_invocation(
