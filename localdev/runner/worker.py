@@ -15,7 +15,7 @@ value without a `$return` binding) and how it decodes a queue trigger and calls 
 These are internal modules: `azure-functions-runtime` is pinned exactly and
 tests/localdev/test_worker.py checks each entry point used here, so a bump that moves them fails
 there first. What this does not reproduce (the gRPC process boundary, the host's retry, timeout
-and poison logic, which the pump reproduces instead) is listed in docs/local-stack.md.
+and poison logic, which the pump reproduces instead) is listed in docs/architecture.md.
 """
 
 from __future__ import annotations
