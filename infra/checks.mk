@@ -1,7 +1,7 @@
 # Bicep tooling for tests/infra, included by the root Makefile before its `test` rule.
 # - .venv gets the parsers the tests import (requirements-infra.txt).
 # - .venv/infra-tools gets checkov (infra/requirements-checkov.txt): its pins clash with
-#   the app's, so it has a venv of its own. It sits inside .venv so that .gitignore,
+#   the app's, so it has a venv of its own, made from the same Python 3.13. It sits inside .venv so that .gitignore,
 #   .funcignore (azd must not zip it into the app) and `make clean` already cover it.
 # Reinstalls only when one of those files changes, like the root STAMP.
 
@@ -13,7 +13,7 @@ INFRA_DEPS := $(INFRA_STAMP)
 
 $(INFRA_STAMP): requirements-infra.txt infra/requirements-checkov.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
-	test -x $(INFRA_TOOLS)/bin/python || $(PYTHON) -m venv $(INFRA_TOOLS)
+	test -x $(INFRA_TOOLS)/bin/python || $(PY) -m venv $(INFRA_TOOLS)
 	$(INFRA_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
 	touch $@
 

@@ -1,4 +1,4 @@
-// The Flex Consumption plan and the Function App (Linux, Python 3.11). The app has a
+// The Flex Consumption plan and the Function App (Linux, Python 3.13). The app has a
 // system-assigned identity and no secret: every connection in its app settings is
 // identity-based, and the deployment package is read with the same identity.
 
@@ -152,7 +152,7 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
     }
   }

@@ -1,22 +1,22 @@
-"""The app's queue-triggered functions, read from its registered metadata (`app.get_functions()`).
+"""The app's queue-triggered functions, as the real worker indexes them (localdev.runner.worker).
 
-Everything comes from the registered metadata: a function added to the app is driven
-without any change here. `load_app` imports function_app.py as the worker does.
+Everything comes from the metadata the runtime builds from `app.get_functions()`: a function
+added to the app is driven without any change here. `load_app` imports and indexes
+function_app.py with the worker's own loader.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localdev.runner.errors import RunnerError
+from localdev.runner.worker import IndexedFunction, index_app, index_functions
 
 # The host's default when a trigger names no connection.
 HOST_DEFAULT_CONNECTION = "AzureWebJobsStorage"
@@ -32,10 +32,20 @@ class QueueFunction:
     queue_name: str
     connection: str
     arg_name: str
-    user_function: Callable[..., Any]
-    is_async: bool
-    wants_context: bool
+    indexed: IndexedFunction
     bindings: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def user_function(self) -> Callable[..., Any]:
+        return self.indexed.info.func
+
+    @property
+    def is_async(self) -> bool:
+        return self.indexed.info.is_async
+
+    @property
+    def wants_context(self) -> bool:
+        return self.indexed.info.requires_context
 
     @property
     def poison_queue_name(self) -> str | None:
@@ -61,58 +71,51 @@ class QueueFunction:
             )
         params = inspect.signature(self.user_function).parameters
         unknown = [p for p in params if p not in (self.arg_name, "context")]
-        if unknown:
+        if unknown:  # e.g. a settlement client: the runtime accepts it, the runner has none to give
             raise RunnerError(f"function {self.name}: parameters {unknown} are neither its trigger nor `context`")
 
 
 def discover(app: Any) -> tuple[list[QueueFunction], dict[str, str]]:
     """The app's queue-triggered functions, and the others by name with their trigger types.
 
-    Everything comes from the registered metadata: a function added to the app is driven
-    without any change here.
+    `app` is an `azure.functions.FunctionApp` (indexed here) or what `load_app` returned.
     """
-    if not hasattr(app, "get_functions"):
+    if isinstance(app, Sequence):
+        indexed: Sequence[IndexedFunction] = app
+    elif hasattr(app, "get_functions"):
+        if getattr(app, "functions_bindings", None):
+            # get_functions() remembers the names it has seen and calls a second listing a duplicate;
+            # the worker lists once per process, we may list again (tests, a doctor run first).
+            # Duplicates within one listing are still refused.
+            app.functions_bindings = None
+        indexed = index_functions(app.get_functions(), str(Path.cwd()))
+    else:
         raise RunnerError(f"{app!r} is not an azure.functions.FunctionApp (it has no get_functions())")
     queue_functions: list[QueueFunction] = []
     others: dict[str, str] = {}
-    if getattr(app, "functions_bindings", None):
-        # get_functions() remembers the names it has seen and calls a second listing a duplicate
-        # (azure-functions 1.26); the worker lists once per process, we may list again (tests,
-        # a doctor run first). Duplicates within one listing are still refused.
-        app.functions_bindings = None
-    for fn in app.get_functions():
-        name = fn.get_function_name()
-        raw = fn.get_function_json()
-        bindings = (json.loads(raw) if isinstance(raw, str) else raw).get("bindings", [])
-        triggers = [b for b in bindings if str(b.get("type", "")).lower().endswith("trigger")]
+    for fn in indexed:
+        triggers = [b for b in fn.bindings if str(b.get("type", "")).lower().endswith("trigger")]
         trigger = next((b for b in triggers if str(b.get("type", "")).lower() == "queuetrigger"), None)
         if trigger is None:
-            others[name] = ", ".join(str(b.get("type")) for b in triggers) or "no trigger"
+            others[fn.name] = ", ".join(str(b.get("type")) for b in triggers) or "no trigger"
             continue
-        user_function = fn.get_user_function()
         queue_functions.append(
             QueueFunction(
-                name=name,
+                name=fn.name,
                 queue_name=str(trigger.get("queueName", "")),
                 connection=str(trigger.get("connection") or HOST_DEFAULT_CONNECTION),
                 arg_name=str(trigger["name"]),
-                user_function=user_function,
-                is_async=inspect.iscoroutinefunction(user_function),
-                wants_context="context" in inspect.signature(user_function).parameters,
-                bindings=tuple(bindings),
+                indexed=fn,
+                bindings=fn.bindings,
             )
         )
     return queue_functions, others
 
 
-def load_app(app_dir: Path, module: str = "function_app") -> Any:
-    """Import `module` from `app_dir` (put first on sys.path, as the worker does) and return its `app`."""
+def load_app(app_dir: Path, module: str = "function_app") -> list[IndexedFunction]:
+    """Import `module` from `app_dir` (put first on sys.path, as the worker does) and index its app."""
     app_dir = app_dir.resolve()
     if not (app_dir / f"{module}.py").is_file():
         raise RunnerError(f"no {module}.py in {app_dir}")
     sys.path.insert(0, str(app_dir))
-    loaded = importlib.import_module(module)
-    app = getattr(loaded, "app", None)
-    if app is None or not hasattr(app, "get_functions"):
-        raise RunnerError(f"{app_dir / (module + '.py')} defines no `app = azure.functions.FunctionApp()`")
-    return app
+    return index_app(app_dir, f"{module}.py")

@@ -1,4 +1,4 @@
-"""host.json's `extensions.queues`: parsed with the queue extension's defaults, limits and case-insensitive keys."""
+"""host.json's `extensions.queues` and `functionTimeout`, with the host's defaults, limits and case-insensitive keys."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from localdev.runner.errors import RunnerError
 MIN_POLLING_INTERVAL = 0.1
 MAX_BATCH_SIZE = 32  # the storage service returns at most 32 messages per request
 # "[d.]hh:mm:ss[.fffffff]", the .NET TimeSpan form host.json uses.
+# The Flex Consumption plan's functionTimeout when host.json sets none (its maximum is unbounded).
+DEFAULT_FUNCTION_TIMEOUT = 1800.0
 _TIMESPAN = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2}(?:\.\d{1,7})?)$")
 
 
@@ -47,6 +49,8 @@ class HostQueueConfig:
     visibility_timeout: float = 0.0  # seconds a failed message stays invisible before its retry
     max_polling_interval: float = 60.0  # seconds; the longest wait between polls of an empty queue
     message_encoding: Literal["base64", "none"] = "base64"
+    # Seconds an invocation may run before the host fails it; None (host.json "-1") is no limit.
+    function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
@@ -64,6 +68,8 @@ class HostQueueConfig:
                 f"host.json maxPollingInterval must be at least {MIN_POLLING_INTERVAL * 1000:.0f} ms, "
                 f"got {self.max_polling_interval * 1000:.0f} ms"
             )
+        if self.function_timeout is not None and self.function_timeout <= 0:
+            raise RunnerError(f"host.json functionTimeout must be positive or -1, got {self.function_timeout}")
         if self.message_encoding not in ("base64", "none"):
             raise RunnerError(f"host.json messageEncoding must be base64 or none, got {self.message_encoding!r}")
 
@@ -99,6 +105,10 @@ class HostQueueConfig:
             kwargs["max_polling_interval"] = parse_timespan(queues["maxpollinginterval"], "maxPollingInterval")
         if "messageencoding" in queues:
             kwargs["message_encoding"] = str(queues["messageencoding"]).strip().lower()
+        timeout = _lower_keys(host).get("functiontimeout")
+        if timeout is not None:
+            unbounded = str(timeout).strip() in ("-1", "-1.00:00:00")
+            kwargs["function_timeout"] = None if unbounded else parse_timespan(timeout, "functionTimeout")
         return cls(**kwargs)
 
     @classmethod

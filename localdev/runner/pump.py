@@ -14,6 +14,8 @@ With host.json's `extensions.queues`, as the host's queue extension does:
   base64, goes to poison without an invocation. A queue whose name already ends in
   `-poison` has no poison queue: a failed message there stays invisible until its lease
   lapses (the host does the same, to avoid a hot retry loop);
+- an invocation still running after host.json's `functionTimeout` is cancelled and fails,
+  so its message follows the retry above (the host fails it too, and restarts the worker);
 - an invocation cancelled at shutdown hands its message back at once.
 """
 
@@ -21,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueMessage as StorageQueueMessage
@@ -35,7 +34,7 @@ from azure.storage.queue.aio import QueueClient
 
 from localdev.runner.discovery import QueueFunction
 from localdev.runner.hostconfig import MIN_POLLING_INTERVAL, HostQueueConfig
-from localdev.runner.invocation import arguments, call, decode_body
+from localdev.runner.invocation import call, decode_body
 
 log = logging.getLogger("localdev.runner")
 
@@ -49,6 +48,7 @@ class FunctionStats:
     failures: int = 0
     poisoned: int = 0  # moved to <queue>-poison (after failures, or without an invocation)
     abandoned: int = 0  # still running at shutdown past the bounded wait; released to the queue
+    timeouts: int = 0  # failed for running past functionTimeout (counted in failures too)
     in_flight: int = 0  # messages received and not yet settled
     max_in_flight: int = 0
 
@@ -83,7 +83,6 @@ class Pump:
         config: HostQueueConfig,
         stats: FunctionStats,
         lease_seconds: float,
-        executor: ThreadPoolExecutor | None,
     ) -> None:
         self.fn = fn
         self.config = config
@@ -91,7 +90,6 @@ class Pump:
         self.poison = poison
         self.stats = stats
         self.lease_seconds = lease_seconds
-        self.executor = executor  # for sync functions
         self.tasks: set[asyncio.Task[None]] = set()
         self.leases: dict[str, Lease] = {}
         # Set when an invocation settles at or under the threshold, and on stop: one wake-up
@@ -99,10 +97,6 @@ class Pump:
         self.wake = asyncio.Event()
         self.stopping = False
         self._missing_queue_logged = False
-        try:
-            self._function_directory = str(Path(inspect.getfile(fn.user_function)).resolve().parent)
-        except TypeError:  # a callable without a source file
-            self._function_directory = str(Path.cwd())
 
     def stop(self) -> None:
         self.stopping = True
@@ -199,24 +193,33 @@ class Pump:
     async def _invoke(self, lease: Lease, body: bytes) -> None:
         message = lease.message
         fn = self.fn
-        kwargs = arguments(fn, message, body, lease.pop_receipt, self._function_directory)
         self.stats.invocations += 1
         try:
-            await call(fn, kwargs, self.executor)
+            # A sync function's thread cannot be stopped: on timeout it is failed here while the
+            # thread runs on (the host would restart the whole worker process instead).
+            async with asyncio.timeout(self.config.function_timeout):
+                await call(fn, message, body, lease.pop_receipt)
         except (Exception, asyncio.CancelledError) as exc:
             current = asyncio.current_task()
             if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
                 raise  # shutdown cancelled the invocation: _handle hands the message back
-            # Anything else the function raised, a stray CancelledError from deep inside it included,
-            # is a failed invocation, as in the worker.
             self.stats.failures += 1
+            if isinstance(exc, TimeoutError):
+                self.stats.timeouts += 1
+                reason = f"timed out after functionTimeout ({self.config.function_timeout:g} s)"
+            elif isinstance(exc, asyncio.CancelledError):
+                # The real worker sends no response for this: the host waits for functionTimeout
+                # and restarts the worker. Failing it at once is the outcome, sooner.
+                reason = "raised CancelledError (the worker would not answer; the host fails it at functionTimeout)"
+            else:
+                reason = str(exc)  # the runtime has logged the traceback ("Native invocation failed")
             log.error(
-                "function %s failed on message %s (dequeue count %s of %s)",
+                "function %s failed on message %s (dequeue count %s of %s): %s",
                 fn.name,
                 message.id,
                 message.dequeue_count,
                 self.config.max_dequeue_count,
-                exc_info=exc,
+                reason,
             )
             await self._failed(lease)
             return

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -20,6 +19,7 @@ from localdev.runner.discovery import QueueFunction, discover
 from localdev.runner.errors import RunnerError
 from localdev.runner.hostconfig import HostQueueConfig
 from localdev.runner.pump import FunctionStats, Pump
+from localdev.runner.worker import start_threadpool
 
 log = logging.getLogger("localdev.runner")
 
@@ -73,12 +73,10 @@ class Runner:
         self.functions: list[QueueFunction] = found
         self.stats: dict[str, FunctionStats] = {f.name: FunctionStats() for f in found}
         self._connections = Connections(found, env, credential)
-        sync_slots = sum(self.config.max_concurrency for f in found if not f.is_async)
-        # A pool sized to the sync functions' own limit, so the shared default executor (and its
-        # size, which depends on the machine) never becomes the cap on their concurrency.
-        self.executor: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(max_workers=sync_slots, thread_name_prefix="runner") if sync_slots else None
-        )
+        if any(not f.is_async for f in found):
+            # The worker's own pool, as in Azure: its size (PYTHON_THREADPOOL_THREAD_COUNT, else
+            # Python's default for the machine) caps how many sync invocations run at once.
+            start_threadpool()
         self.ready = asyncio.Event()
         self._force = asyncio.Event()
         self._pumps: list[Pump] = []
@@ -117,7 +115,6 @@ class Runner:
                     config=self.config,
                     stats=self.stats[fn.name],
                     lease_seconds=self.lease_seconds,
-                    executor=self.executor,
                 )
                 self._pumps.append(pump)
                 tasks.append(asyncio.create_task(pump.fetch_loop(), name=f"fetch:{fn.name}"))
@@ -146,10 +143,9 @@ class Runner:
                 task.cancel()
             if leftovers:
                 await asyncio.wait(leftovers, timeout=5)
+            # The worker's thread pool stays for the process, as in the worker: threads cannot be
+            # interrupted, and a sync invocation still running finishes on its own.
             await self._connections.close()
-            if self.executor is not None:
-                # Threads cannot be interrupted: a sync invocation still running finishes on its own.
-                self.executor.shutdown(wait=False, cancel_futures=True)
             t = self.totals()
             log.info(
                 "stopped: %d invocations, %d succeeded, %d failed, %d moved to poison, %d abandoned",

@@ -204,7 +204,7 @@ class _SourceRows:
         self.clients = clients
         self.manifest = manifest
         self._stream: CsvStream | None = None
-        self._rows: AsyncGenerator[ParsedRow, None] | None = None
+        self._rows: AsyncGenerator[ParsedRow] | None = None
         self._current: ParsedRow | None = None
 
     async def open(self) -> None:
@@ -227,7 +227,7 @@ class _SourceRows:
         self._rows = self._iterate(stream)
 
     @staticmethod
-    async def _iterate(stream: CsvStream) -> AsyncGenerator[ParsedRow, None]:
+    async def _iterate(stream: CsvStream) -> AsyncGenerator[ParsedRow]:
         async for batch in stream.batches():
             for row in batch:
                 yield row

@@ -77,7 +77,7 @@ def test_function_app_uses_its_system_identity_for_everything() -> None:
     storage = bicep.dig(config, "deployment", "storage")
     assert storage["type"] == "blobContainer"
     assert bicep.dig(storage, "authentication") == {"type": "SystemAssignedIdentity"}
-    assert bicep.dig(config, "runtime") == {"name": "python", "version": "3.11"}
+    assert bicep.dig(config, "runtime") == {"name": "python", "version": "3.13"}
     assert bicep.dig(config, "scaleAndConcurrency") == {
         "maximumInstanceCount": "maximumInstanceCount",
         "instanceMemoryMB": "instanceMemoryMB",

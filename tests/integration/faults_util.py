@@ -43,15 +43,20 @@ from tests.integration.harness import RunnerProcess, app_settings, wait_state
 # --- the runner as a child process --------------------------------------------------------------
 
 
-def host_json_with(directory: Path, *, visibility_seconds: int) -> Path:
-    """A copy of the app's host.json with another visibilityTimeout (the retry delay of a failed message).
+def host_json_with(directory: Path, *, visibility_seconds: int, function_timeout_seconds: int | None = None) -> Path:
+    """A copy of the app's host.json with another visibilityTimeout (the retry delay of a failed message)
+    and, if given, another functionTimeout.
 
     maxDequeueCount stays as it is: processing/core/host_config.py reads the app's own host.json.
     """
     data = json.loads((APP_ROOT / "host.json").read_text(encoding="utf-8"))
     queues = data["extensions"]["queues"]
     queues["visibilityTimeout"] = time.strftime("%H:%M:%S", time.gmtime(visibility_seconds))
-    path = directory / f"host-visibility-{visibility_seconds}s.json"
+    name = f"host-visibility-{visibility_seconds}s"
+    if function_timeout_seconds is not None:
+        data["functionTimeout"] = time.strftime("%H:%M:%S", time.gmtime(function_timeout_seconds))
+        name += f"-timeout-{function_timeout_seconds}s"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
 

@@ -197,6 +197,15 @@ def test_host_json_defaults_and_values(tmp_path: Path) -> None:
     assert HostQueueConfig.from_host_json(REPO / "host.json").message_encoding == "none"
 
 
+def test_host_json_function_timeout() -> None:
+    # Flex Consumption's default when host.json sets none; "-1" is no limit.
+    assert HostQueueConfig.from_dict({"version": "2.0"}).function_timeout == 1800
+    assert HostQueueConfig.from_dict({"FunctionTimeout": "-1"}).function_timeout is None
+    assert HostQueueConfig.from_host_json(REPO / "host.json").function_timeout == 600
+    with pytest.raises(RunnerError):
+        HostQueueConfig.from_dict({"functionTimeout": "00:00:00"})
+
+
 @pytest.mark.parametrize(
     "queues",
     [
@@ -338,11 +347,14 @@ async def test_message_goes_to_poison_after_max_dequeue_count(
     assert all(later.at - earlier.at >= 0.9 for earlier, later in itertools.pairwise(calls))
     stats = runner.stats["doomed"]
     assert (stats.invocations, stats.failures, stats.poisoned, stats.successes) == (3, 3, 1, 0)
-    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "localdev.runner"]
     assert len(failures) == 3
     message = failures[-1].getMessage()
     assert "doomed" in message and calls[0].message_id in message and "dequeue count 3" in message
-    assert failures[-1].exc_info is not None and "always fails" in str(failures[-1].exc_info[1])
+    assert "always fails" in message
+    # The traceback is the runtime's own record ("Native invocation failed"), as in the worker.
+    tracebacks = [r for r in caplog.records if r.name == "azure.functions" and r.exc_info]
+    assert len(tracebacks) == 3 and "always fails" in str(tracebacks[-1].exc_info[1])
 
 
 async def test_over_dequeued_message_goes_to_poison_without_invocation(
@@ -488,6 +500,36 @@ async def test_sync_functions_run_in_threads_within_the_limit(rig: MakeRig) -> N
     assert 2 <= probe.max_in_flight <= 3
     assert len({c.thread for c in probe.calls}) >= 2
     assert elapsed < 9 * 0.2  # they overlapped
+
+
+# --- functionTimeout ---------------------------------------------------------------------------
+
+
+async def test_an_invocation_past_function_timeout_is_cancelled_and_retried(
+    env: dict[str, str], service: QueueServiceClient, prefix: str
+) -> None:
+    probe = Probe()
+    config = HostQueueConfig(
+        visibility_timeout=0.0,
+        max_polling_interval=0.5,
+        max_dequeue_count=2,
+        message_encoding="none",
+        function_timeout=0.5,
+    )
+    runner = Runner(recorder_app.build_app(prefix, probe), config, functions=["record"], env=env)
+    queue = await make_queue(service, f"{prefix}-record")
+    await queue.send_message("sleep:30:too long")
+    await queue.send_message("sleep:0.1:in time")
+    async with running(runner):
+        await wait_until(lambda: runner.stats["record"].poisoned == 1, timeout=10, what="the move to poison")
+        await wait_until(lambda: runner.stats["record"].in_flight == 0, what="the delete")
+    stats = runner.stats["record"]
+    assert (stats.successes, stats.failures, stats.timeouts, stats.poisoned) == (1, 2, 2, 1)
+    slow = [c for c in probe.calls if c.body.endswith(b"too long")]
+    # Retried like any failure, then poisoned; each attempt was cut off, not run to its end.
+    assert [c.dequeue_count for c in slow] == [1, 2]
+    assert slow[0].message_id not in probe.finished
+    assert await peek_texts(service.get_queue_client(f"{prefix}-record-poison")) == ["sleep:30:too long"]
 
 
 # --- leases and shutdown ------------------------------------------------------------------------
