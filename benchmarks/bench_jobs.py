@@ -224,7 +224,8 @@ async def _rig(ctx: Context, stack: Stack) -> AsyncIterator[_Rig]:
     proxy = CountingProxy(stack.ports.blob, stack.ports.queue)  # type: ignore[arg-type]
     ports = await proxy.start()
     proxied = azurite_mod.connection_string(ports["blob"], ports["queue"], stack.ports.table)
-    rig = _Rig(stack, proxy, Direct(stack.connection_string), ctx.env(stack, **{STORAGE_CONNECTION: proxied}))
+    direct = Direct(stack.connection_string, app_blob_url=azurite_mod.account_url(ports["blob"]))
+    rig = _Rig(stack, proxy, direct, ctx.env(stack, **{STORAGE_CONNECTION: proxied}))
     try:
         yield rig
     finally:

@@ -255,11 +255,17 @@ def run_worker(ctx: Context, args: list[str], env: Mapping[str, str], *, timeout
 
 
 class Direct:
-    """The benchmark's own storage clients, straight to Azurite."""
+    """The benchmark's own storage clients, straight to Azurite.
 
-    def __init__(self, connection_string: str) -> None:
+    `app_blob_url`: the blob endpoint as the app sees it, when that differs (a proxy in
+    front of Azurite). Events name blobs by that URL, as Event Grid names them by the
+    account's own endpoint: the app refuses an event for a blob outside its input container.
+    """
+
+    def __init__(self, connection_string: str, *, app_blob_url: str | None = None) -> None:
         self.blobs = BlobServiceClient.from_connection_string(connection_string, use_env_settings=False)
         self.queues = QueueServiceClient.from_connection_string(connection_string, use_env_settings=False)
+        self.app_blob_url = app_blob_url
 
     async def close(self) -> None:
         await self.blobs.close()
@@ -274,10 +280,13 @@ class Direct:
                 data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
             )
         etag = result["etag"]
+        url = blob.url
+        if self.app_blob_url:
+            url = self.app_blob_url.rstrip("/") + url.removeprefix(self.blobs.url.rstrip("/"))
         event = blob_created_message(
-            url=blob.url, container=INPUT_CONTAINER, blob=blob_name, etag=etag, size=path.stat().st_size
+            url=url, container=INPUT_CONTAINER, blob=blob_name, etag=etag, size=path.stat().st_size
         )
-        return layout.job_id_for(blob.url, etag), event
+        return layout.job_id_for(url, etag), event
 
     async def send_event(self, event: str) -> None:
         await self.queues.get_queue_client(UPLOADS_QUEUE).send_message(event)

@@ -429,11 +429,14 @@ async def test_malformed_json_faults_break_only_the_first_property(local: Local,
     }
     assert content.count(flaw[kind]) == 1
     assert json.loads(content.replace(flaw[kind], "null")) == {**good, "category": None}
-    # What a lax reader makes of each: NaN is accepted (not JSON), the others raise.
+    # What a lax reader makes of each: NaN is accepted (not JSON) and the huge integer raises
+    # (int_max_str_digits). The deep nesting depends on the Python version (3.13 parses it,
+    # older ones raise RecursionError), which is why processing/core/answers.py counts the
+    # depth before parsing.
     if kind == "json_nan":
         assert math.isnan(json.loads(content)["category"])
-    else:
-        with pytest.raises((RecursionError, ValueError)):
+    elif kind == "json_huge_int":
+        with pytest.raises(ValueError):
             json.loads(content)
 
 
