@@ -16,7 +16,6 @@ from processing.adapters import job_store
 from processing.core import layout
 from processing.core.errors import BadName
 from processing.core.layout import (
-    DEFAULT_PIPELINE,
     INPUT_CONTAINER,
     JOB_META,
     JOBS_CONTAINER,
@@ -24,7 +23,7 @@ from processing.core.layout import (
 )
 from processing.core.manifest import Manifest
 from processing.core.states import FINAL_STATES, JobState
-from rowsmith_cli import failed_rows
+from rowsmith_cli import failed_rows, preflight
 from rowsmith_cli.target import Target
 
 EXIT_OK = 0
@@ -81,12 +80,14 @@ async def submit(
     wait: bool,
     timeout: float,
     quiet: bool,
+    check: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{path} is not a .csv file (only .csv uploads start a job)")
-    name = path.name if not pipeline or pipeline == DEFAULT_PIPELINE else f"{pipeline}/{path.name}"
+    """Upload `path`; with `check` (the app's settings) it is first read as ingest would read it,
+    and a file whose job would fail is refused with that job's message, before any upload."""
+    preflight.check_path(path)
+    if check is not None:
+        await preflight.check_file(path, preflight.pipeline_for(pipeline, check), check)
+    name = preflight.input_blob_name(path, pipeline)
     blob = target.blobs.get_blob_client(INPUT_CONTAINER, name)
     with path.open("rb") as data:
         result = await blob.upload_blob(

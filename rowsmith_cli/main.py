@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from processing.core.errors import RowsmithError
-from rowsmith_cli import commands, local
+from processing.core.settings import app_values
+from rowsmith_cli import commands, estimate, local
 from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import TargetError, resolve
 
@@ -50,7 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_submit.add_argument("--pipeline", help="pipeline name: uploads to input/<pipeline>/ (default: default)")
     p_submit.add_argument("--wait", action="store_true", help="show progress and wait until the job ends")
     p_submit.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits (default 3600)")
+    p_submit.add_argument(
+        "--no-check",
+        action="store_true",
+        help="upload without reading the file here first (when the deployed app's pipelines differ from this folder's)",
+    )
     _add_target(p_submit)
+
+    p_estimate = sub.add_parser(
+        "estimate",
+        parents=[common],
+        help="check a CSV as ingest would, show its first prompts, count rows and tokens, and estimate cost and time",
+    )
+    p_estimate.add_argument("file", type=Path)
+    p_estimate.add_argument("--pipeline", help="pipeline name (default: default)")
 
     p_status = sub.add_parser("status", parents=[common], help="jobs with their state and row counts")
     p_status.add_argument("job", nargs="?")
@@ -82,8 +96,14 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         for job in info["jobs"]:
             print(commands.describe(job))
         return
+    if command == "estimate" and not info.get("error"):
+        print(estimate.describe(info))
+        return
     if info.get("error"):
         print(f"error: {info['error']}", file=sys.stderr)
+        for key in ("where", "fix"):
+            if info.get(key):
+                print(f"  {key}: {info[key]}", file=sys.stderr)
     elif command in ("status", "submit", "results"):
         print(commands.describe(info))
     if info.get("error_report_blob"):
@@ -98,11 +118,19 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         return await local.run(args, cli)
     if args.command == "demo":
         return await local.demo(args, cli)
+    if args.command == "estimate":
+        return commands.EXIT_OK, await estimate.estimate(args.file, args.pipeline, app_values())
     target = resolve(getattr(args, "account", None), local=getattr(args, "local", False), cli=cli)
     try:
         if args.command == "submit":
             return await commands.submit(
-                target, args.file, pipeline=args.pipeline, wait=args.wait, timeout=args.timeout, quiet=args.json
+                target,
+                args.file,
+                pipeline=args.pipeline,
+                wait=args.wait,
+                timeout=args.timeout,
+                quiet=args.json,
+                check=None if args.no_check else app_values(),
             )
         if args.command == "status":
             return await commands.status(target, args.job)
@@ -118,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code, info = asyncio.run(_run(args))
     except (TargetError, RowsmithError, FileNotFoundError, ValueError) as exc:
+        # A job input or pipeline error carries where and fix, as its job's error report would.
         code, info = commands.EXIT_FAILED, {"error": str(exc)}
+        info.update({key: getattr(exc, key) for key in ("where", "fix") if getattr(exc, key, "")})
     except KeyboardInterrupt:
         return 130
     if args.json:

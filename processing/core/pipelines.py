@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import codecs
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processing.core.errors import ConfigurationError
+from processing.core.errors import ConfigurationError, JobInputError
 from processing.core.layout import is_pipeline_name
 from processing.core.prompts import Template
 
@@ -77,6 +78,21 @@ class Pipeline:
     @property
     def template(self) -> Template:
         return Template.parse(self.prompt)
+
+    def check_header(self, header: Sequence[str], name: str) -> None:
+        """The file's header must name every column the prompt uses (ingest and `rowsmith estimate`)."""
+        if not header or all(not h.strip() for h in header):
+            raise JobInputError(
+                f"{name} has no header row", where="line 1", fix="put the column names on the first line"
+            )
+        missing = self.template.missing_columns(header)
+        if missing:
+            raise JobInputError(
+                f"pipeline {self.name!r} uses column(s) {', '.join(map(repr, missing))} that {name} does not "
+                f"have; its columns are {', '.join(map(repr, header))}",
+                where="header (line 1)",
+                fix=f"rename the column(s) in the file, or edit the prompt in pipelines/{self.name}.toml",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

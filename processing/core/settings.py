@@ -251,6 +251,14 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         parse=number,
         shown="480",
     ),
+    Setting(
+        "ROWSMITH_PRICES_FILE",
+        "JSON file of token prices per model (the shape of processing/core/prices.json) whose models replace "
+        "or add to the shipped table; `rowsmith estimate` prices with it.",
+        attribute="prices_file",
+        parse=path,
+        shown="(the shipped table)",
+    ),
 )
 
 # The default of the setting that fills `Settings.<attribute>` (and the manifest's shard geometry):
@@ -333,11 +341,12 @@ class Settings:
     shard_max_blocks: int = DEFAULTS["shard_max_blocks"]
     stall_timeout_seconds: float = DEFAULTS["stall_timeout_seconds"]
     ingest_budget_seconds: float = DEFAULTS["ingest_budget_seconds"]
+    prices_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        values = {s.attribute: s.read(env) for s in SETTINGS_REFERENCE if s.attribute}
+        values = app_values(env)
         if not values["openai_endpoint"]:
             raise ConfigurationError(
                 "AZURE_OPENAI_ENDPOINT is not set: give the Azure OpenAI account's endpoint, "
@@ -347,6 +356,13 @@ class Settings:
         # the local identity emulator sets IDENTITY_ENDPOINT too, so the same code path runs.
         managed = bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID"))
         return cls(storage=StorageSettings.from_env(env), managed_identity=managed, **values)
+
+
+def app_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every `Settings` value the environment gives, without requiring the app's connections:
+    `rowsmith estimate` runs where no endpoint or storage is configured."""
+    env = os.environ if env is None else env
+    return {s.attribute: s.read(env) for s in SETTINGS_REFERENCE if s.attribute}
 
 
 @functools.cache

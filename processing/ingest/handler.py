@@ -156,19 +156,6 @@ async def handle_upload_poison(body: str | bytes, clients: Clients) -> str | Non
     return manifest.job
 
 
-def _check_header(header: list[str], pipeline: Pipeline, name: str) -> None:
-    if not header or all(not h.strip() for h in header):
-        raise JobInputError(f"{name} has no header row", where="line 1", fix="put the column names on the first line")
-    missing = pipeline.template.missing_columns(header)
-    if missing:
-        raise JobInputError(
-            f"pipeline {pipeline.name!r} uses column(s) {', '.join(map(repr, missing))} that {name} does not "
-            f"have; its columns are {', '.join(map(repr, header))}",
-            where="header (line 1)",
-            fix=f"rename the column(s) in the file, or edit the prompt in pipelines/{pipeline.name}.toml",
-        )
-
-
 async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, event: BlobCreated) -> bool:
     """Read (the rest of) the file; False if the time budget ran out first (resume later)."""
     settings = clients.settings
@@ -237,7 +224,7 @@ async def _stream_rows(
     settings = clients.settings
     async with stream, Enqueuer(clients.rows_queue, settings.ingest_concurrency) as enqueuer:
         header = stream.header
-        _check_header(header, pipeline, name)
+        pipeline.check_header(header, name)
         if not manifest.header:
             manifest.header = header
             manifest.delimiter = stream.delimiter

@@ -23,8 +23,13 @@ from typing import Any
 import pytest
 
 from localdev.stack import Stack
+from processing.adapters.error_reports import describe
+from processing.core.errors import ConfigurationError, JobInputError
 from processing.core.layout import ALL_QUEUES, POISON_SUFFIX, UPLOADS_QUEUE
+from processing.core.settings import app_values
+from rowsmith_cli import commands, preflight
 from tests.integration.harness import (
+    FIXTURE_PIPELINES,
     RunnerProcess,
     app_settings,
     download,
@@ -494,3 +499,63 @@ def test_nothing_was_retried_into_a_poison_queue(run):
         [q for q in ALL_QUEUES if q.endswith(POISON_SUFFIX)], 0
     )
     assert lengths[UPLOADS_QUEUE] == 0  # every upload was taken once, none waits to be retried
+
+
+# The CLI's check before upload (`rowsmith estimate`, `rowsmith submit`) reads each file on this
+# machine with the runner's settings: it must refuse exactly the files whose jobs failed at
+# ingest, with the same report, and pass the rest with the rows their jobs counted.
+PREFLIGHT_SETTINGS = {"ROWSMITH_PIPELINES_DIR": str(FIXTURE_PIPELINES), "ROWSMITH_MAX_ROW_BYTES": str(MAX_ROW)}
+AFTER_INGEST = {"unknown_deployment"}  # fails on its first model call: no local read can know
+
+
+async def _preflight(directory: Path, name: str, case: Case) -> dict[str, str] | preflight.Checked:
+    path = directory / name / case.file
+    path.parent.mkdir()
+    path.write_bytes(case.data)
+    settings = app_values(PREFLIGHT_SETTINGS)
+    try:
+        return await preflight.check_file(path, preflight.pipeline_for(case.pipeline, settings), settings)
+    except (JobInputError, ConfigurationError) as exc:
+        return describe(exc)
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - AFTER_INGEST))
+def test_the_check_before_upload_refuses_what_ingest_failed_with_its_report(
+    outcome: Outcome, case: str, tmp_path: Path
+):
+    found = asyncio.run(_preflight(tmp_path, case, CASES[case]))
+    if outcome.info["state"] == "failed":
+        assert found == {key: outcome.report[key] for key in found}, outcome.report
+    else:
+        assert isinstance(found, preflight.Checked), found
+        assert found.rows == outcome.info["total_rows"]
+        # Rows ingest records as errors without a model call (ragged, over the size limit).
+        unsent = sum(1 for line in outcome.jsonl if line.get("code") in ("bad_row", "row_too_large"))
+        assert found.row_errors == unsent
+
+
+async def _submit_refused(stack: Stack, path: Path) -> tuple[Exception, bool]:
+    target = local_target(stack)
+    try:
+        with pytest.raises(JobInputError) as err:
+            await commands.submit(
+                target,
+                path,
+                pipeline="echo",
+                wait=False,
+                timeout=1,
+                quiet=True,
+                check=app_values(PREFLIGHT_SETTINGS),
+            )
+        return err.value, await target.blobs.get_blob_client("input", f"echo/{path.name}").exists()
+    finally:
+        await target.close()
+
+
+def test_submit_refuses_a_file_that_would_fail_before_uploading_it(stack: Stack, tmp_path: Path):
+    path = tmp_path / "refused.csv"
+    path.write_bytes(CP1252)
+    error, uploaded = asyncio.run(_submit_refused(stack, path))
+    assert not uploaded
+    assert "input/echo/refused.csv is not valid UTF-8: bad byte sequence e9" in str(error)
+    assert "encoding" in describe(error)["fix"]

@@ -1,0 +1,146 @@
+"""`rowsmith estimate`: what a file would cost before it is uploaded.
+
+Reads the file with ingest's own checks (preflight.py), renders every row's prompt, counts its
+tokens (tokens.py) and prices them with the model's entry in the price table
+(processing/core/prices.py). The answer is priced at its budget, `max_tokens` per request: the
+most a job can be billed for its answers, since how long each answer will be is not known yet.
+The duration is the pace the app itself keeps (at 97 % of the configured RPM/TPM, counting
+each request as its estimate plus max_tokens, as Azure admits it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from processing.core.prices import load_prices, price_for
+from processing.core.rate_limiter import HEADROOM
+from rowsmith_cli import preflight
+from rowsmith_cli.tokens import counter_for
+
+SHOWN_PROMPTS = 3
+
+
+def _duration(requests: int, admission_tokens: int, rpm: int, tpm: int) -> dict[str, Any]:
+    by_requests = requests * 60 / (rpm * HEADROOM) if rpm else 0.0
+    by_tokens = admission_tokens * 60 / (tpm * HEADROOM) if tpm else 0.0
+    info: dict[str, Any] = {"rpm": rpm, "tpm": tpm}
+    if not (rpm or tpm):
+        info.update(seconds=None, bound=None, note="not paced: set AZURE_OPENAI_RPM/TPM to the quota for a duration")
+        return info
+    info.update(seconds=round(max(by_requests, by_tokens), 1), bound="rpm" if by_requests >= by_tokens else "tpm")
+    return info
+
+
+async def estimate(path: Path, pipeline_name: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+    prices = load_prices(settings.get("prices_file"))
+    preflight.check_path(path)
+    pipeline = preflight.pipeline_for(pipeline_name, settings)
+    model = pipeline.deployment or settings["openai_deployment"]
+    counter = counter_for(model)
+    checked = await preflight.check_file(path, pipeline, settings, count=counter.prompt_tokens, show=SHOWN_PROMPTS)
+    requests = checked.requests
+    answer_budget = requests * pipeline.max_tokens
+    price = price_for(model, prices)
+    tokens: dict[str, Any] = {
+        "counted_with": counter.method,
+        "exact": counter.exact,
+        "prompt": checked.prompt_tokens,
+        "answer_budget": answer_budget,
+        # The pipeline sets no separate reasoning budget: a reasoning model's reasoning tokens
+        # are billed as output and come out of max_tokens, so the answer budget covers them.
+        "reasoning_budget": "within answer_budget" if price and price.reasoning else None,
+        "per_request_prompt": round(checked.prompt_tokens / requests, 1) if requests else 0,
+    }
+    cost: dict[str, Any] | None = None
+    if price:
+        prompt_usd = price.cost(checked.prompt_tokens, 0)
+        answer_usd = price.cost(0, answer_budget)
+        cost = {
+            "currency": "USD",
+            "max_usd": round(prompt_usd + answer_usd, 6),
+            "prompt_usd": round(prompt_usd, 6),
+            "answer_budget_usd": round(answer_usd, 6),
+            "batch_max_usd": round((prompt_usd + answer_usd) * (1 - price.batch_discount), 6),
+            "price": {
+                "model": price.model,
+                "input_per_million": price.input,
+                "cached_input_per_million": price.cached_input,
+                "output_per_million": price.output,
+                "batch_discount": price.batch_discount,
+                "source": price.source,
+                "as_of": price.as_of,
+            },
+        }
+        if price.placeholder:
+            cost["placeholder"] = price.placeholder
+    return {
+        "file": str(path),
+        "input_blob": f"input/{checked.input_blob}",
+        "pipeline": pipeline.name,
+        "deployment": model,
+        "delimiter": checked.delimiter,
+        "encoding": checked.encoding,
+        "rows": checked.rows,
+        "row_errors": checked.row_errors,
+        "requests": requests,
+        "tokens": tokens,
+        "cost": cost,
+        "cost_error": None if price else f"no price for {model!r} in the price table: add it with ROWSMITH_PRICES_FILE",
+        "duration": _duration(
+            requests,
+            checked.admission_tokens,
+            pipeline.rpm or settings["openai_rpm"],
+            pipeline.tpm or settings["openai_tpm"],
+        ),
+        "prompts": checked.prompts,
+    }
+
+
+def describe(info: dict[str, Any]) -> str:
+    """The estimate for people: the first prompts, then the figures."""
+    lines = []
+    for prompt in info["prompts"]:
+        lines.append(f"--- row {prompt['row']} (line {prompt['line']}) ---")
+        lines.extend(f"[{m['role']}]\n{m['content']}" for m in prompt["messages"])
+    tokens = info["tokens"]
+    lines.append("---")
+    lines.append(
+        f"{info['file']} -> {info['input_blob']} (pipeline {info['pipeline']}, deployment {info['deployment']}): "
+        f"{info['rows']} rows, {info['requests']} requests"
+        + (f", {info['row_errors']} row(s) would be row errors (not sent)" if info["row_errors"] else "")
+    )
+    lines.append(
+        f"tokens: {tokens['prompt']:,} prompt ({tokens['counted_with']}), "
+        f"up to {tokens['answer_budget']:,} answer (max_tokens per request)"
+        + ("; reasoning tokens count within the answer budget" if tokens["reasoning_budget"] else "")
+    )
+    cost = info["cost"]
+    if cost:
+        price = cost["price"]
+        lines.append(
+            f"cost: at most ${cost['max_usd']:.4f} (prompt ${cost['prompt_usd']:.4f} + answers at their budget "
+            f"${cost['answer_budget_usd']:.4f}); Batch API: ${cost['batch_max_usd']:.4f}"
+        )
+        lines.append(
+            f"price: {price['model']} ${price['input_per_million']}/M input, ${price['output_per_million']}/M output "
+            f"({price['source']}, {price['as_of']})"
+        )
+        if cost.get("placeholder"):
+            lines.append(f"PLACEHOLDER PRICE: {cost['placeholder']}")
+    else:
+        lines.append(f"cost: unknown: {info['cost_error']}")
+    duration = info["duration"]
+    if duration["seconds"] is None:
+        lines.append(f"duration: {duration['note']}")
+    else:
+        lines.append(
+            f"duration: about {duration['seconds']:,.0f} s at {duration['rpm']} RPM / {duration['tpm']} TPM "
+            f"(bound by {duration['bound']})"
+        )
+    return "\n".join(lines)
+
+
+def to_json(info: dict[str, Any]) -> str:
+    return json.dumps(info, ensure_ascii=False)
