@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 from processing.adapters import cancels, job_store
 from processing.adapters.clients import Clients
@@ -27,7 +28,7 @@ from processing.adapters.error_reports import fail_job, read_fatal
 from processing.core.errors import JobInputError
 from processing.core.host_config import max_dequeue_count
 from processing.core.messages import FinalizeMessage
-from processing.core.states import FINAL_STATES, JobState
+from processing.core.states import FINAL_STATES, JobState, RowCode, RowStatus
 from processing.finalize.completion import Completion, Step, completion, first_step, stall_reason
 from processing.finalize.progress import load_progress, save_progress, scan
 from processing.finalize.results_files import write_outputs
@@ -77,13 +78,14 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         manifest.counts["missing"] = missing
         log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
     if verdict == Completion.CANCELLED:
-        unanswered = total - progress.seen  # written as `cancelled` errors by write_outputs
-        manifest.counts["error"] += unanswered
-        manifest.counts["cancelled"] = progress.cancelled + unanswered
-        log.info("job %s: cancelled; %d row(s) without a result end as cancelled", manifest.job, unanswered)
+        log.info("job %s: cancelled; %d row(s) without a result end as cancelled", manifest.job, total - progress.seen)
     if verdict != Completion.PENDING:
         manifest.state = JobState.CANCELLED if verdict == Completion.CANCELLED else JobState.DONE
-        manifest.results = await write_outputs(clients, manifest)
+        written: Counter[str] = Counter()
+        manifest.results = await write_outputs(clients, manifest, written)
+        if verdict == Completion.CANCELLED:
+            # What the results hold: rows whose call was under way may have landed since the scan.
+            manifest.counts = {str(k): written[k] for k in (RowStatus.OK, RowStatus.ERROR, RowCode.CANCELLED)}
         manifest.stamp("finished")
     elif progress.seen > before:
         manifest.stamp("first_result")

@@ -20,7 +20,6 @@ from processing.adapters.clients import Clients
 from processing.core.layout import progress_blob
 from processing.core.manifest import Manifest
 from processing.core.records import Record, parse_lines
-from processing.core.states import RowCode
 
 
 @dataclass
@@ -29,7 +28,6 @@ class Progress:
     seen: int = 0
     ok: int = 0
     error: int = 0
-    cancelled: int = 0  # errors of code `cancelled` (counted in `error` too)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     changed_at: float = 0.0  # wall time of the last new record (or of the first check)
@@ -129,4 +127,3 @@ def _count(progress: Progress, records: Iterable[Record], total: int) -> None:
                 progress.completion_tokens += record.usage[1]
             else:
                 progress.error += 1
-                progress.cancelled += record.code == RowCode.CANCELLED

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -268,8 +269,11 @@ def _missing_text(manifest: Manifest) -> str:
     return "no result was recorded"
 
 
-async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
-    """Every row in order; a row without a record is `cancelled` in a cancelled job, else `missing`."""
+async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str] | None = None) -> dict[str, str]:
+    """Every row in order; a row without a record is `cancelled` in a cancelled job, else `missing`.
+
+    `tally`, if given, counts the rows as written: `ok`, `error`, and `cancelled` among the
+    errors (a cancelled job's rows still in flight may land after the last scan)."""
     cancelled = manifest.state == JobState.CANCELLED
     code, missing = (RowCode.CANCELLED, CANCELLED_REASON) if cancelled else (RowCode.MISSING, _missing_text(manifest))
     csv_name, jsonl_name, csv_if, jsonl_if = await _targets(clients, manifest)
@@ -295,6 +299,9 @@ async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
                 record = first.get(index)
                 if record is None:
                     record = Record.failed(index, await source.cells(index), code, missing)
+                if tally is not None:
+                    tally[record.status] += 1
+                    tally[RowCode.CANCELLED] += record.code == RowCode.CANCELLED
                 cells, added = _row_out(width, fields, record)
                 writer.writerow(safe_row(cells + added, manifest.pipeline))
                 line: dict[str, Any] = {

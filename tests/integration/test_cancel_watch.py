@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from processing.adapters import cancels
 from processing.core.layout import JOBS_CONTAINER, cancel_blob
 from processing.core.settings import APP_ROOT
 from processing.core.states import JobState, RowCode
+from tests.integration import test_cli as cli
 from tests.integration.faults_util import (
     Workers,
     blobs,
@@ -36,33 +36,21 @@ from tests.integration.harness import download, manifest, wait_state
 pytestmark = pytest.mark.integration
 
 
-def cli_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
+def cli_state(stack: Stack, tmp_path: Path) -> Path:
+    """A state folder that names the test's stack, as `rowsmith local up` would have left it."""
     state = tmp_path / "cli-state"
     state.mkdir(exist_ok=True)
     (state / STATE_FILE).write_text(json.dumps(stack.to_dict()))
-    env = {**os.environ, "ROWSMITH_STATE_DIR": str(state), "PYTHONPATH": str(APP_ROOT)}
-    for name in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_BLOB_ENDPOINT", "AZURE_STORAGE_QUEUE_ENDPOINT"):
-        env.pop(name, None)
-    return env
+    return state
 
 
 def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "rowsmith_cli.main", *args]
 
 
-async def rowsmith(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, dict]:
-    # In a thread: the runner and the stack go on meanwhile, and the test's loop stays free.
-    done = await asyncio.to_thread(
-        subprocess.run,
-        cli_command(*args, "--json"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "{}"
-    return done.returncode, json.loads(last)
+async def rowsmith(state: Path, *args: str, timeout: float = 120) -> tuple[int, dict]:
+    # In a thread: the test's loop stays free while the command runs.
+    return await asyncio.to_thread(cli.rowsmith, state, *args, timeout=timeout)
 
 
 def rows(n: int, tag: str) -> bytes:
@@ -95,15 +83,15 @@ async def test_cancel_mid_way_ends_the_job_with_every_row_answered_or_cancelled(
 ):
     await emulator_config(stack, latency_ms=1000)
     workers.start()
-    env = cli_env(stack, tmp_path)
+    state = cli_state(stack, tmp_path)
     total = 400
     job = await submit(stack, "echo/to-cancel.csv", rows(total, "cancel me"))
     await wait_for_answers(stack, job, at_least=5)
 
-    code, info = await rowsmith(env, "cancel", job)
+    code, info = await rowsmith(state, "cancel", job)
     assert code == 0, info
     assert info["cancel"] == "requested" and f"rowsmith watch {job}" in info["message"]
-    code, again = await rowsmith(env, "cancel", job)  # idempotent: the request stands as it was
+    code, again = await rowsmith(state, "cancel", job)  # idempotent: the request stands as it was
     assert code == 0 and again["cancel"] in ("already requested", "not needed"), again
 
     # Within a few finalize intervals (1 s here), not after the 400 rows at 1 s each.
@@ -122,7 +110,7 @@ async def test_cancel_mid_way_ends_the_job_with_every_row_answered_or_cancelled(
     assert all(line["input"]["text"] == f"cancel me {line['row'] - 1}" for line in cancelled)
     assert (ended.counts["ok"], ended.counts["cancelled"]) == (len(ok), len(cancelled))
 
-    code, status = await rowsmith(env, "status", job)
+    code, status = await rowsmith(state, "status", job)
     assert code == 0 and status["state"] == "cancelled"
     assert (status["ok_rows"], status["error_rows"], status["cancelled_rows"]) == (
         len(ok),
@@ -130,10 +118,10 @@ async def test_cancel_mid_way_ends_the_job_with_every_row_answered_or_cancelled(
         len(cancelled),
     )
     # `results` hands over what was done, and `watch` of an ended job returns at once with its code.
-    code, fetched = await rowsmith(env, "results", job, "-o", str(tmp_path / "out.csv"))
+    code, fetched = await rowsmith(state, "results", job, "-o", str(tmp_path / "out.csv"))
     assert code == 0 and fetched["file"] == str(tmp_path / "out.csv")
     assert (tmp_path / "out.csv").read_text().count("cancelled") >= len(cancelled)
-    code, watched = await rowsmith(env, "watch", job)
+    code, watched = await rowsmith(state, "watch", job)
     assert code == 1 and watched["state"] == "cancelled"
 
 
@@ -156,33 +144,33 @@ async def test_watch_follows_a_running_job_to_the_end_and_cancel_of_a_done_job_c
 ):
     await emulator_config(stack, latency_ms=200)
     workers.start()
-    env = cli_env(stack, tmp_path)
+    state = cli_state(stack, tmp_path)
     job = await submit(stack, "echo/to-watch.csv", rows(60, "watch me"))
     await wait_state(stack, job, frozenset({JobState.PROCESSING, JobState.INGESTING}), timeout=30)
 
-    code, watched = await rowsmith(env, "watch", job, "--timeout", "90")
+    code, watched = await rowsmith(state, "watch", job, "--timeout", "90")
     assert code == 0, watched
     assert (watched["state"], watched["ok_rows"], watched["total_rows"]) == ("done", 60, 60)
 
-    code, info = await rowsmith(env, "cancel", job)
+    code, info = await rowsmith(state, "cancel", job)
     assert code == 0 and info["cancel"] == "not needed" and "already done" in info["message"]
     assert not await cancel_exists(stack, job)
     after = await manifest(stack, job)
     assert after is not None and after.state == JobState.DONE and after.counts["ok"] == 60
 
-    code, missing = await rowsmith(env, "watch", "no-such-job-000000000000")
+    code, missing = await rowsmith(state, "watch", "no-such-job-000000000000")
     assert code == 1 and "no job" in missing["error"]
 
 
 async def test_ctrl_c_during_submit_wait_says_how_to_reattach_or_cancel(stack: Stack, workers: Workers, tmp_path: Path):
     await emulator_config(stack, latency_ms=1000)
     workers.start()
-    env = cli_env(stack, tmp_path)
+    state = cli_state(stack, tmp_path)
     data = tmp_path / "interrupted.csv"
     data.write_bytes(rows(200, "interrupt me"))
     proc = await asyncio.create_subprocess_exec(
         *cli_command("submit", str(data), "--pipeline", "echo", "--wait"),
-        env=env,
+        env={**os.environ, "ROWSMITH_STATE_DIR": str(state), "PYTHONPATH": str(APP_ROOT)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -203,6 +191,6 @@ async def test_ctrl_c_during_submit_wait_says_how_to_reattach_or_cancel(stack: S
     ]
     assert "Traceback" not in err
     # The job did keep running; stop it, as the hint says.
-    code, info = await rowsmith(env, "cancel", job)
+    code, info = await rowsmith(state, "cancel", job)
     assert code == 0 and info["cancel"] == "requested", info
     await wait_state(stack, job, frozenset({JobState.CANCELLED}), timeout=30)
