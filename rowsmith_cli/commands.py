@@ -1,4 +1,4 @@
-"""The job commands: submit, status, results. Each returns (exit code, JSON-able summary)."""
+"""The job commands: submit, watch, cancel, status, results. Each returns (exit code, JSON-able summary)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing.adapters import job_store
+from processing.adapters import cancels, job_store
 from processing.core import layout
 from processing.core.errors import BadName
 from processing.core.layout import (
@@ -22,7 +22,7 @@ from processing.core.layout import (
     OUTPUT_CONTAINER,
 )
 from processing.core.manifest import Manifest
-from processing.core.states import FINAL_STATES, JobState
+from processing.core.states import FINAL_STATES, RESULT_STATES, JobState
 from rowsmith_cli import failed_rows, preflight
 from rowsmith_cli.target import Target
 
@@ -48,6 +48,8 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         # Rows completed as `missing` by the stall deadline are errors in the output too.
         "error_rows": manifest.counts.get("error", 0) + manifest.counts.get("missing", 0),
         "missing_rows": manifest.counts.get("missing", 0),
+        # Cancelled rows are errors too (counted in error_rows); set once finalize ended a cancelled job.
+        "cancelled_rows": manifest.counts.get("cancelled", 0),
         "prompt_tokens": manifest.tokens.get("prompt", 0),
         "completion_tokens": manifest.tokens.get("completion", 0),
         "seconds": round((finished or time.time()) - started, 1) if started else None,
@@ -105,22 +107,34 @@ async def submit(
     return await wait_for(target, job, timeout=timeout, quiet=quiet)
 
 
+def interrupted_line(job: str) -> str:
+    return (
+        f"interrupted: job {job} keeps running; re-attach with `rowsmith watch {job}`, "
+        f"or stop it with `rowsmith cancel {job}`"
+    )
+
+
 async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> tuple[int, dict[str, Any]]:
     container = target.blobs.get_container_client(JOBS_CONTAINER)
     deadline = time.monotonic() + timeout
     tty = sys.stderr.isatty()
     last = ""
     manifest: Manifest | None = None
-    while time.monotonic() < deadline:
-        manifest = await job_store.load(container, job)
-        if manifest:
-            line = progress_line(manifest)
-            if not quiet and line != last:
-                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-                last = line
-            if manifest.state in FINAL_STATES:
-                break
-        await asyncio.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            manifest = await job_store.load(container, job)
+            if manifest:
+                line = progress_line(manifest)
+                if not quiet and line != last:
+                    print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                    last = line
+                if manifest.state in FINAL_STATES:
+                    break
+            await asyncio.sleep(0.5)
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels the task, then main exits 130): the job goes on in the app.
+        print(("\n" if tty and last else "") + interrupted_line(job), file=sys.stderr, flush=True)
+        raise
     if not quiet and tty:
         print(file=sys.stderr)
     if manifest is None:
@@ -129,6 +143,9 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
     if manifest.state == JobState.DONE:
         return EXIT_OK, info
     if manifest.state == JobState.FAILED:
+        return EXIT_FAILED, info
+    if manifest.state == JobState.CANCELLED:
+        info["error"] = f"job {job} was cancelled; its results hold the rows answered before"
         return EXIT_FAILED, info
     info["error"] = f"timed out after {timeout:.0f} s; the job is still {manifest.state}"
     return EXIT_TIMEOUT, info
@@ -140,6 +157,32 @@ async def _load(target: Target, job: str) -> Manifest | None:
         return await job_store.load(target.blobs.get_container_client(JOBS_CONTAINER), job)
     except BadName:
         return None
+
+
+async def watch(target: Target, job: str, *, timeout: float, quiet: bool) -> tuple[int, dict[str, Any]]:
+    """Re-attach to a job's progress: the same display and exit codes as `submit --wait`."""
+    if await _load(target, job) is None:
+        return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
+    return await wait_for(target, job, timeout=timeout, quiet=quiet)
+
+
+async def cancel(target: Target, job: str) -> tuple[int, dict[str, Any]]:
+    """Ask the job to stop, through storage alone; a job already ended is left as it is."""
+    manifest = await _load(target, job)
+    if manifest is None:
+        return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
+    info = summary(manifest)
+    if manifest.state in FINAL_STATES:
+        info["cancel"] = "not needed"
+        info["message"] = f"job {job} is already {manifest.state}; nothing to cancel"
+        return EXIT_OK, info
+    first = await cancels.request(target.blobs.get_container_client(JOBS_CONTAINER), job)
+    info["cancel"] = "requested" if first else "already requested"
+    info["message"] = (
+        f"cancel of job {job} {info['cancel']}: rows not yet answered end as `cancelled` within one finalize "
+        f"interval; follow it with `rowsmith watch {job}`"
+    )
+    return EXIT_OK, info
 
 
 async def status(target: Target, job: str | None) -> tuple[int, dict[str, Any]]:
@@ -159,7 +202,7 @@ async def results(
     if manifest is None:
         return EXIT_FAILED, {"job": job, "error": f"no job {job}"}
     key = "jsonl" if jsonl or failed else "csv"
-    if manifest.state != JobState.DONE or key not in manifest.results:
+    if manifest.state not in RESULT_STATES or key not in manifest.results:
         info = summary(manifest)
         info["error"] = info.get("error") or f"job {job} is {manifest.state}; results exist once it is done"
         return EXIT_FAILED, info
@@ -207,6 +250,8 @@ def describe(info: dict[str, Any]) -> str:
         f"{info['job']}  {info['state']:<10}  {info.get('ok_rows', 0)} ok, {info.get('error_rows', 0)} errors "
         f"of {total} rows  ({info.get('source')}, pipeline {info.get('pipeline')})"
     ]
+    if info.get("cancelled_rows"):
+        parts.append(f"  {info['cancelled_rows']} row(s) were cancelled before they were answered (code: cancelled)")
     if info.get("missing_rows"):
         parts.append(f"  {info['missing_rows']} row(s) never got a result before the stall deadline (code: missing)")
     if info.get("results_blob"):

@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_estimate.add_argument("file", type=Path)
     p_estimate.add_argument("--pipeline", help="pipeline name (default: default)")
 
+    p_watch = sub.add_parser("watch", parents=[common], help="show a running job's progress until it ends")
+    p_watch.add_argument("job")
+    p_watch.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
+    _add_target(p_watch)
+
+    p_cancel = sub.add_parser(
+        "cancel", parents=[common], help="stop a job: rows not yet answered end as `cancelled` errors"
+    )
+    p_cancel.add_argument("job")
+    _add_target(p_cancel)
+
     p_status = sub.add_parser("status", parents=[common], help="jobs with their state and row counts")
     p_status.add_argument("job", nargs="?")
     _add_target(p_status)
@@ -104,8 +115,10 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         for key in ("where", "fix"):
             if info.get(key):
                 print(f"  {key}: {info[key]}", file=sys.stderr)
-    elif command in ("status", "submit", "results"):
+    elif command in ("status", "submit", "results", "watch"):
         print(commands.describe(info))
+    if info.get("message"):
+        print(info["message"])
     if info.get("error_report_blob"):
         print(f"error report: {info['error_report_blob']}", file=sys.stderr)
     if info.get("file") and command == "results":
@@ -132,6 +145,10 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 quiet=args.json,
                 check=None if args.no_check else app_values(),
             )
+        if args.command == "watch":
+            return await commands.watch(target, args.job, timeout=args.timeout, quiet=args.json)
+        if args.command == "cancel":
+            return await commands.cancel(target, args.job)
         if args.command == "status":
             return await commands.status(target, args.job)
         return await commands.results(target, args.job, args.output, jsonl=args.jsonl, failed=args.failed)

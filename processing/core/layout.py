@@ -14,6 +14,7 @@ setting could change them; tests/infra checks that the Bicep creates exactly the
     jobs/<job>/progress.json              finalize's counts and row bitmap
     jobs/<job>/fatal.json                 a job-level error met while processing rows
     jobs/<job>/ingest.lock                the lease that keeps one ingest per upload
+    jobs/<job>/cancel.json                `rowsmith cancel`'s request (written once, never changed)
 """
 
 from __future__ import annotations
@@ -222,6 +223,11 @@ def progress_blob(job: str) -> str:
 
 def fatal_blob(job: str) -> str:
     return f"{job}/fatal.json"
+
+
+def cancel_blob(job: str) -> str:
+    """The cancel request; its job id is checked, as the CLI takes it from the user."""
+    return f"{check_job_id(job)}/cancel.json"
 
 
 # --- the output container --------------------------------------------------------------

@@ -14,9 +14,16 @@ class JobState(StrEnum):
     PROCESSING = "processing"  # every row is enqueued; finalize is waiting for their records
     DONE = "done"  # the results files are written (some rows may be errors)
     FAILED = "failed"  # the job as a whole could not run; output/.../<file>.error.json says why
+    CANCELLED = "cancelled"  # `rowsmith cancel`: the results files hold the answered rows, the rest as `cancelled`
 
 
-FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED})
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+# Final states whose results files are written (every input row is in them).
+RESULT_STATES = frozenset({JobState.DONE, JobState.CANCELLED})
+
+
+# The error text of a row ended by `rowsmith cancel` (process and finalize write the same).
+CANCELLED_REASON = "the job was cancelled (rowsmith cancel) before this row was answered"
 
 
 class RowStatus(StrEnum):
@@ -38,4 +45,5 @@ class RowCode(StrEnum):
     TRANSIENT = "transient"  # 5xx, timeouts or connection errors on every attempt
     POISON = "poison"  # the worker crashed or timed out on every attempt
     MISSING = "missing"  # no record by the stall deadline
+    CANCELLED = "cancelled"  # the job was cancelled (`rowsmith cancel`) before the row was answered
     ROW_ERROR = "row_error"  # a permanent row error without a more specific code

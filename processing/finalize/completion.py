@@ -10,6 +10,7 @@ After a scan, `completion` compares the rows with a record to the job's total:
 
 | rows seen        | no new record for     | completion                                             |
 |------------------|-----------------------|--------------------------------------------------------|
+| any, cancel requested | any               | `CANCELLED`: write the results, the rest as `cancelled` rows |
 | all              | any                   | `COMPLETE`: write the results, the job is done         |
 | fewer            | ≥ the stall timeout   | `STALLED`: write the results, the rest as `missing` rows |
 | fewer            | less                  | `PENDING`: look again after the finalize interval      |
@@ -30,6 +31,7 @@ class Step(StrEnum):
 
 class Completion(StrEnum):
     COMPLETE = "complete"
+    CANCELLED = "cancelled"
     STALLED = "stalled"
     PENDING = "pending"
 
@@ -42,7 +44,11 @@ def first_step(state: str | None) -> Step:
     return Step.LOOK
 
 
-def completion(*, total: int, seen: int, idle_seconds: float, stall_seconds: float) -> Completion:
+def completion(
+    *, total: int, seen: int, idle_seconds: float, stall_seconds: float, cancelled: bool = False
+) -> Completion:
+    if cancelled:
+        return Completion.CANCELLED
     if seen >= total:
         return Completion.COMPLETE
     if idle_seconds >= stall_seconds:

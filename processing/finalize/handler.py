@@ -9,20 +9,26 @@ first record of each row, so memory is bounded by one shard, not by the file.
 A job that stops making progress (no new record for ROWSMITH_STALL_TIMEOUT_SECONDS) is
 completed anyway: its rows without a record are written as errors with code "missing" and
 the manifest's `incomplete` says how many and why, so a job always ends.
+
+A job whose cancel was requested (`rowsmith cancel`, adapters/cancels.py) is completed at its
+next check: the rows with a record as they are, the rest as errors with code "cancelled", and
+the manifest's state is `cancelled`. Ingest finishes counting the rows first (without
+enqueueing them), so every input row is in the output.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
-from processing.adapters import job_store
+from processing.adapters import cancels, job_store
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job, read_fatal
 from processing.core.errors import JobInputError
 from processing.core.host_config import max_dequeue_count
 from processing.core.messages import FinalizeMessage
-from processing.core.states import FINAL_STATES, JobState
+from processing.core.states import FINAL_STATES, JobState, RowCode, RowStatus
 from processing.finalize.completion import Completion, Step, completion, first_step, stall_reason
 from processing.finalize.progress import load_progress, save_progress, scan
 from processing.finalize.results_files import write_outputs
@@ -45,6 +51,7 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     if fatal:
         await fail_job(clients, manifest, fatal)
         return
+    cancelled = await cancels.requested(clients.jobs, manifest.job)
     progress = await load_progress(clients, manifest)
     before = progress.seen
     await scan(clients, manifest, progress)
@@ -58,15 +65,27 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
     total = manifest.total_rows or 0
     stall = clients.settings.stall_timeout_seconds
-    verdict = completion(total=total, seen=progress.seen, idle_seconds=now - progress.changed_at, stall_seconds=stall)
+    verdict = completion(
+        total=total,
+        seen=progress.seen,
+        idle_seconds=now - progress.changed_at,
+        stall_seconds=stall,
+        cancelled=cancelled,
+    )
     if verdict == Completion.STALLED:
         missing = total - progress.seen
         manifest.incomplete = {"missing": missing, "reason": stall_reason(missing, stall)}
         manifest.counts["missing"] = missing
         log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
+    if verdict == Completion.CANCELLED:
+        log.info("job %s: cancelled; %d row(s) without a result end as cancelled", manifest.job, total - progress.seen)
     if verdict != Completion.PENDING:
-        manifest.results = await write_outputs(clients, manifest)
-        manifest.state = JobState.DONE
+        manifest.state = JobState.CANCELLED if verdict == Completion.CANCELLED else JobState.DONE
+        written: Counter[str] = Counter()
+        manifest.results = await write_outputs(clients, manifest, written)
+        if verdict == Completion.CANCELLED:
+            # What the results hold: rows whose call was under way may have landed since the scan.
+            manifest.counts = {str(k): written[k] for k in (RowStatus.OK, RowStatus.ERROR, RowCode.CANCELLED)}
         manifest.stamp("finished")
     elif progress.seen > before:
         manifest.stamp("first_result")
@@ -75,8 +94,8 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
     except job_store.ManifestConflict:
         log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
         return
-    if manifest.state == JobState.DONE:
-        log.info("job %s done: %s", manifest.job, manifest.counts)
+    if manifest.state in FINAL_STATES:
+        log.info("job %s %s: %s", manifest.job, manifest.state, manifest.counts)
         return
     await _reschedule(clients, message, interval)
 

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -28,7 +29,7 @@ from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
 from processing.core.records import Record, parse_lines
 from processing.core.result_columns import unique_header
-from processing.core.states import RowCode
+from processing.core.states import CANCELLED_REASON, JobState, RowCode
 from processing.core.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ async def _targets(clients: Clients, manifest: Manifest) -> tuple[str, str, dict
 class _SourceRows:
     """The input file's rows, read in step with the output (row order), for rows without a record.
 
-    Only a job completed by the stall deadline needs them; if the input was deleted or replaced
+    Only a job completed by the stall deadline, or cancelled, needs them; if the input was deleted or replaced
     meanwhile, those rows keep empty cells and their error still names the row.
     """
 
@@ -268,8 +269,13 @@ def _missing_text(manifest: Manifest) -> str:
     return "no result was recorded"
 
 
-async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
-    missing = _missing_text(manifest)
+async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str] | None = None) -> dict[str, str]:
+    """Every row in order; a row without a record is `cancelled` in a cancelled job, else `missing`.
+
+    `tally`, if given, counts the rows as written: `ok`, `error`, and `cancelled` among the
+    errors (a cancelled job's rows still in flight may land after the last scan)."""
+    cancelled = manifest.state == JobState.CANCELLED
+    code, missing = (RowCode.CANCELLED, CANCELLED_REASON) if cancelled else (RowCode.MISSING, _missing_text(manifest))
     csv_name, jsonl_name, csv_if, jsonl_if = await _targets(clients, manifest)
     csv_out = _BlockWriter(clients.output.get_blob_client(csv_name), "text/csv; charset=utf-8", csv_if)
     jsonl_out = _BlockWriter(clients.output.get_blob_client(jsonl_name), "application/x-ndjson", jsonl_if)
@@ -281,9 +287,9 @@ async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
     writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(safe_row([*manifest.header, *manifest.output_columns], manifest.pipeline))
     total = manifest.total_rows or 0
-    # Rows that never got a record (a stalled job) take their cells from the input file itself.
+    # Rows that never got a record (a stalled or cancelled job) take their cells from the input file.
     source = _SourceRows(clients, manifest)
-    if manifest.incomplete:
+    if manifest.incomplete or cancelled:
         await source.open()
     try:
         for shard in range(manifest.shards):
@@ -292,7 +298,10 @@ async def write_outputs(clients: Clients, manifest: Manifest) -> dict[str, str]:
             for index in range(start, min(total, start + manifest.shard_rows)):
                 record = first.get(index)
                 if record is None:
-                    record = Record.failed(index, await source.cells(index), RowCode.MISSING, missing)
+                    record = Record.failed(index, await source.cells(index), code, missing)
+                if tally is not None:
+                    tally[record.status] += 1
+                    tally[RowCode.CANCELLED] += record.code == RowCode.CANCELLED
                 cells, added = _row_out(width, fields, record)
                 writer.writerow(safe_row(cells + added, manifest.pipeline))
                 line: dict[str, Any] = {

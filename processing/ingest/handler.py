@@ -9,6 +9,10 @@ A file too large to read within one invocation (functionTimeout is 10 minutes) i
 passes: once `ingest_budget_seconds` have passed, ingest checkpoints, puts the same event
 back on the uploads queue and returns; the next pass resumes at the checkpoint with a fresh
 dequeue count, so a ten-million-row file never looks like a failing message.
+
+A cancel request (`rowsmith cancel`, adapters/cancels.py) is read at the start of each pass
+and at each checkpoint: from then on rows are counted but not enqueued, so the job still
+learns its total and finalize writes every row (those never enqueued as `cancelled`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from processing.adapters import job_store
+from processing.adapters import cancels, job_store
 from processing.adapters.blob_lock import LEASE_SECONDS, BlobLock
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job
@@ -234,14 +238,23 @@ async def _stream_rows(
         await job_store.save(clients.jobs, manifest)
         batcher = Batcher(manifest, pipeline, clients, enqueuer)
         next_checkpoint = resume_from + settings.ingest_checkpoint_rows
+        cancelled = await cancels.requested(clients.jobs, manifest.job)
         async for batch in stream.batches():
             for parsed in batch:
-                await batcher.add(parsed, len(header))
+                if not cancelled:
+                    await batcher.add(parsed, len(header))
                 if parsed.index + 1 >= next_checkpoint:
                     await batcher.checkpoint()
                     manifest.ingested_rows = parsed.index + 1
                     await job_store.save(clients.jobs, manifest)
                     next_checkpoint = manifest.ingested_rows + settings.ingest_checkpoint_rows
+                    if not cancelled and await cancels.requested(clients.jobs, manifest.job):
+                        cancelled = True
+                        log.info(
+                            "job %s: cancelled at row %d; counting the rest without enqueueing",
+                            manifest.job,
+                            parsed.index + 1,
+                        )
                     if time.monotonic() >= deadline:
                         return None
         await batcher.checkpoint()

@@ -20,7 +20,7 @@ from processing.core.host_config import max_dequeue_count
 from processing.core.messages import Row, RowsMessage, signature_matches
 from processing.core.rate_limiter import limiter_for
 from processing.core.records import Record
-from processing.core.states import RowCode
+from processing.core.states import CANCELLED_REASON, RowCode
 from processing.process import row_outcomes
 from processing.process.job_specs import JobSpec, specs
 from processing.process.row_outcomes import Requeue
@@ -32,6 +32,8 @@ MAX_VISIBILITY = 7 * 24 * 3600
 
 
 async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Exception:
+    if spec.cancelled:
+        return Record.failed(row.index, row.cells, RowCode.CANCELLED, CANCELLED_REASON)
     if spec.job in specs.fatal:
         return Record.failed(row.index, row.cells, RowCode.CONFIG, specs.fatal[spec.job])
     settings = clients.settings

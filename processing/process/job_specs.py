@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from processing.adapters import job_store
+from processing.adapters import cancels, job_store
 from processing.adapters.clients import Clients
 from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
@@ -28,6 +28,7 @@ class JobSpec:
     shard_max_blocks: int
     row_key: str = ""  # signs the job's rows messages (messages.rows_signature)
     total_rows: int | None = None  # None while the job is still ingesting
+    cancelled: bool = False  # `rowsmith cancel` asked: rows end as `cancelled`, without a model call
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
@@ -87,6 +88,8 @@ class SpecCache:
             spec = JobSpec.from_manifest(manifest, clients.settings.openai_deployment)
         elif spec.total_rows != manifest.total_rows:
             spec = replace(spec, total_rows=manifest.total_rows)  # ingest finished since
+        if not spec.cancelled and await cancels.requested(clients.jobs, job):
+            spec = replace(spec, cancelled=True)
         self._items[job] = (spec, time.monotonic())
         self._items.move_to_end(job)
         if len(self._items) > self._size:
