@@ -31,9 +31,16 @@ from tests.integration.faults_util import (
     parse_jsonl,
     submit,
 )
-from tests.integration.harness import download, manifest, wait_state
+from tests.integration.harness import FIXTURE_PIPELINES, download, manifest, wait_state
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def cli_reads_the_apps_pipelines(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `submit` checks the file against the pipelines the app runs with (the runner's are the
+    # test fixtures, with `echo`) before it uploads; the CLI subprocesses inherit this.
+    monkeypatch.setenv("ROWSMITH_PIPELINES_DIR", str(FIXTURE_PIPELINES))
 
 
 def cli_state(stack: Stack, tmp_path: Path) -> Path:
