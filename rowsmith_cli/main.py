@@ -86,6 +86,8 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(f"error: {info['error']}", file=sys.stderr)
     elif command in ("status", "submit", "results"):
         print(commands.describe(info))
+    if info.get("warning"):
+        print(f"warning: {info['warning']}", file=sys.stderr)
     if info.get("error_report_blob"):
         print(f"error report: {info['error_report_blob']}", file=sys.stderr)
     if info.get("file") and command == "results":

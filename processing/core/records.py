@@ -1,7 +1,9 @@
 """A row's result record: what process appends to a shard and finalize reads back.
 
-One JSON line per row, `{"i": index, "status": "ok", "cells": [...], "answer": ..., "usage": [p, c]}`
-or `{"i": index, "status": "error", "cells": [...], "error": "...", "code": "..."}`. A shard may
+One JSON line per row, `{"i": index, "status": "ok", "cells": [...], "answer": ..., "usage": [p, c, r]}`
+or `{"i": index, "status": "error", "cells": [...], "error": "...", "code": "..."}`. The usage is
+prompt, completion (reasoning included) and reasoning tokens; records written before reasoning
+tokens were counted have two numbers. A shard may
 hold a row more than once (appends are not idempotent); finalize keeps the first.
 """
 
@@ -23,10 +25,10 @@ class Record:
     answer: Any = None  # text, or a dict of JSON-schema fields
     error: str = ""
     code: str = ""  # RowCode: machine-readable error kind
-    usage: tuple[int, int] = (0, 0)  # prompt, completion tokens
+    usage: tuple[int, int, int] = (0, 0, 0)  # prompt, completion (reasoning included), reasoning tokens
 
     @classmethod
-    def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int]) -> Record:
+    def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int, int]) -> Record:
         return cls(index, RowStatus.OK, list(cells), answer=answer, usage=usage)
 
     @classmethod
@@ -50,7 +52,7 @@ class Record:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        usage = data.get("usage") or (0, 0)
+        usage = [*(data.get("usage") or ()), 0, 0, 0]  # two numbers in records written before reasoning
         return cls(
             index=int(data["i"]),
             status=data["status"],
@@ -58,7 +60,7 @@ class Record:
             answer=data.get("answer"),
             error=data.get("error", ""),
             code=data.get("code", ""),
-            usage=(int(usage[0]), int(usage[1])),
+            usage=(int(usage[0]), int(usage[1]), int(usage[2])),
         )
 
 
