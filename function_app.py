@@ -7,6 +7,7 @@ host.json's visibilityTimeout, up to maxDequeueCount, then moves it to `<queue>-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 
@@ -31,12 +32,25 @@ app = func.FunctionApp()
 log = logging.getLogger("rowsmith")
 
 
+class CancelledWork(Exception):
+    """The work raised asyncio.CancelledError although nobody cancelled this invocation."""
+
+
 async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -> None:
     try:
         await work
     except BadMessage as exc:
         # Retrying cannot fix a message we cannot read; say so once instead of five times.
         log.error("dropping unreadable message %s from %s: %s", msg.id, queue, exc)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this invocation itself was cancelled (shutdown): not ours to turn into a failure
+        # A CancelledError surfacing from deep inside a library (a timeout, a closed client) while
+        # nobody cancelled us: the Python worker sends no response for it, so the host waits out
+        # functionTimeout and restarts the worker, ending every invocation in flight. As an
+        # ordinary exception it is one failed invocation, which the host retries (then poisons).
+        raise CancelledWork(f"the work on message {msg.id} from {queue} was cancelled from inside") from None
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)
