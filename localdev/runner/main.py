@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if level == "DEBUG":
         # The app quiets the SDKs' loggers itself (processing/adapters/clients.py), as it must in
         # the real worker, which forwards every record; a DEBUG run wants to hear them.
-        for name in ("azure", "httpx", "openai"):
+        for name in ("azure", "httpx", "httpx2", "openai"):
             logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         return asyncio.run(_main(args))

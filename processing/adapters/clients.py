@@ -111,8 +111,9 @@ class Clients:
 # Loggers of the SDKs this app calls through. At INFO, azure-core logs every HTTP request and
 # response, and openai and httpx a line per call: the Python worker forwards every record to the
 # host, so about five lines per row would go to Application Insights (and cost there). Their
-# warnings and errors still come through.
-QUIET_LOGGERS = ("azure", "httpx", "openai")
+# warnings and errors still come through. openai 3.x sends through httpx2 (httpx's successor),
+# which logs under its own name; httpx covers other clients and older openai releases.
+QUIET_LOGGERS = ("azure", "httpx", "httpx2", "openai")
 
 
 def quiet_sdk_loggers() -> None:
