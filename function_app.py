@@ -3,6 +3,7 @@
 Every trigger uses the identity-based `AzureWebJobsStorage` connection. Errors map to
 queue behaviour: returning completes the message; raising lets the host retry it after
 host.json's visibilityTimeout, up to maxDequeueCount, then moves it to `<queue>-poison`.
+A CancelledError the work raises on its own is raised as an ordinary exception (see `_handle`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable
 import azure.functions as func
 
 from processing.adapters.clients import get_clients
+from processing.core.errors import CancelledFromInside
 from processing.core.layout import (
     FINALIZE_POISON_QUEUE,
     FINALIZE_QUEUE,
@@ -32,10 +34,6 @@ app = func.FunctionApp()
 log = logging.getLogger("rowsmith")
 
 
-class CancelledWork(Exception):
-    """The work raised asyncio.CancelledError although nobody cancelled this invocation."""
-
-
 async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -> None:
     try:
         await work
@@ -50,7 +48,7 @@ async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -
         # nobody cancelled us: the Python worker sends no response for it, so the host waits out
         # functionTimeout and restarts the worker, ending every invocation in flight. As an
         # ordinary exception it is one failed invocation, which the host retries (then poisons).
-        raise CancelledWork(f"the work on message {msg.id} from {queue} was cancelled from inside") from None
+        raise CancelledFromInside(f"the work on message {msg.id} from {queue} was cancelled from inside") from None
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)

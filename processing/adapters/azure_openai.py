@@ -177,6 +177,10 @@ async def complete(
             continue
         if limiter:
             limiter.on_answer(headers, cost)
+        if answer.reasoning_tokens and current != Family.REASONING and deployment not in _families:
+            # It reasons although it took a standard request: give later rows room to think.
+            log.warning("deployment %s reasons (it spent reasoning tokens): asking it as a reasoning model", deployment)
+            _families[deployment] = Family.REASONING
         return answer
 
 
@@ -277,6 +281,10 @@ async def _complete_once(
     if choice.finish_reason == "content_filter":
         raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")
     if choice.finish_reason == "length" and not content.strip():
+        if reasoning_tokens and family != Family.REASONING:
+            # A reasoning model that took our standard parameters (temperature 1 is its default)
+            # and thought through a budget sized for the answer alone: ask again with room to think.
+            raise WrongFamily(Family.REASONING, f"spent {reasoning_tokens} reasoning tokens and gave no answer")
         raise RowError(_empty_at_length(pipeline, family, completion_tokens, reasoning_tokens), code="length")
     if pipeline.output.kind == "text":
         return Answer(content, prompt_tokens, completion_tokens, reasoning_tokens), raw.headers

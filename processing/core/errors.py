@@ -46,3 +46,11 @@ class Throttled(RowsmithError):
     def __init__(self, retry_after: float, message: str = "throttled") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CancelledFromInside(RowsmithError):
+    """The work raised asyncio.CancelledError although nobody cancelled the invocation.
+
+    Raised instead of it so the host sees an ordinary failure: the Python worker sends no
+    response for a CancelledError, and the host would wait out functionTimeout, then restart
+    the worker (ending every invocation in flight)."""

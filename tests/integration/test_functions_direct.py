@@ -18,6 +18,7 @@ from localdev.stack import Stack
 from processing.adapters import clients as clients_module
 from processing.adapters import job_store
 from processing.core import layout
+from processing.core.errors import CancelledFromInside
 from processing.core.messages import BlobCreated
 from processing.core.settings import get_settings
 from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
@@ -224,7 +225,7 @@ async def test_a_stray_cancelled_error_from_the_work_is_an_ordinary_failure() ->
     async def work() -> None:
         raise asyncio.CancelledError
 
-    with pytest.raises(function_app.CancelledWork, match="cancelled from inside"):
+    with pytest.raises(CancelledFromInside, match="cancelled from inside"):
         await function_app._handle("rows", QueueMessage(id="m-1", body=b"{}"), work())
 
 

@@ -247,3 +247,16 @@ async def test_the_limiter_hears_429s_and_the_remaining_budget(call, stack: Stac
     finally:
         await emulator(stack, "POST", "/_emulator/config", {"rpm": 0})
     assert limiter.stats["exhausted"] >= 1
+
+
+async def test_a_reasoning_model_that_takes_a_standard_request_gets_room_to_think(call, stack: Stack):
+    # temperature 1 is a reasoning model's default, so no 400 tells it apart: its empty answer,
+    # all reasoning, does; the row is asked again with the reasoning budget, later rows at once.
+    warm = replace(TEXT, temperature=1.0, max_tokens=300)
+    async with profiles(stack, {"quiet-thinker": {"model": "o4-mini"}}):
+        before = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+        first = await call("one", warm, deployment="quiet-thinker")
+        second = await call("two", warm, deployment="quiet-thinker")
+        after = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+    assert (first.value, second.value) == (emulated_text("one"), emulated_text("two"))
+    assert after - before == 3  # one starved answer, then two with room

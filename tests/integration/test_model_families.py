@@ -81,3 +81,13 @@ async def test_a_job_whose_rows_all_fail_is_not_a_success(stack: Stack, clean: N
     assert (info["ok_rows"], info["error_rows"]) == (0, total)
     assert info["error"].startswith(f"every row failed ({total} of {total}): {total} with code length: ")
     assert "raise reasoning_budget" in info["error"] and "\n" not in info["error"]
+
+
+async def test_a_job_with_some_failed_rows_says_how_many(stack: Stack, runner: RunnerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "three.csv"
+    path.write_text("id,text\n1,fine\n2,filtered [[fault:content_filter]]\n3,fine too\n", encoding="utf-8")
+    code, info = await submit_and_wait(stack, path, "echo")
+    assert code == 0, info
+    assert (info["ok_rows"], info["error_rows"]) == (2, 1)
+    assert info["warning"].startswith("1 of 3 rows failed (1 with code content_filter: content_filter: ")
+    assert info["warning"].endswith(f"`rowsmith results {info['job']} --failed` writes them to a CSV to upload again")
