@@ -109,23 +109,14 @@ async def run(ctx: Context) -> list[Result]:
         ],
     }
     ctx.details["finalize"] = details
+    rate = f"{lines / merge['seconds']:,.0f} lines/s; scan of {lines - 1:,} lines {scan['seconds']:.1f} s"
+    before = f"{merge['rss_before_mb']:.0f} MB before the check"
+    # Both figures are the merge against the floor: name -> (their key, digits, unit, the floor's unit, note).
+    figures = {
+        "finalize_seconds": ("seconds", 2, "s", "s (floor: same bytes, no parsing)", rate),
+        "finalize_peak_rss_mb": ("peak_rss_mb", 1, "MB", "MB (floor's peak RSS)", before),
+    }
     return [
-        Result(
-            "finalize_seconds",
-            round(merge["seconds"], 2),
-            "s",
-            round(floor["seconds"], 2),
-            None,
-            baseline_unit="s (floor: same bytes, no parsing)",
-            note=f"{lines / merge['seconds']:,.0f} lines/s; scan of {lines - 1:,} lines {scan['seconds']:.1f} s",
-        ),
-        Result(
-            "finalize_peak_rss_mb",
-            round(merge["peak_rss_mb"], 1),
-            "MB",
-            round(floor["peak_rss_mb"], 1),
-            None,
-            baseline_unit="MB (floor's peak RSS)",
-            note=f"{merge['rss_before_mb']:.0f} MB before the check",
-        ),
+        Result(name, round(merge[key], digits), unit, round(floor[key], digits), None, baseline_unit=per, note=note)
+        for name, (key, digits, unit, per, note) in figures.items()
     ]

@@ -32,7 +32,9 @@ APP_CLIENT_ROWS = 10_000  # the client-construction comparison is a side note: s
 async def _fresh(
     ctx: Context, label: str, body: Callable[[Stack, Direct], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
-    stack = await asyncio.to_thread(start_stack, ctx.workdir / f"stack-{label}", azurite_queue_gc_ms=QUEUE_GC_MS)
+    stack = await asyncio.to_thread(
+        start_stack, ctx.workdir / f"stack-{label}", azurite_queue_gc_ms=QUEUE_GC_MS, event_grid_interval=None
+    )
     direct = Direct(stack.connection_string)
     try:
         return await body(stack, direct)

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from localdev.ports import LOOPBACK, free_ports, pid_alive, spawn, terminate_pid, wait_for_port
+from localdev.private_files import private_dir, write_private
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,17 +79,21 @@ def connection_string(
     blob_port: int, queue_port: int, table_port: int | None = None, *, host: str = LOOPBACK, https: bool = False
 ) -> str:
     """The development account's connection string for Azurite on these ports."""
-    scheme = "https" if https else "http"
     parts = [
-        f"DefaultEndpointsProtocol={scheme}",
+        f"DefaultEndpointsProtocol={'https' if https else 'http'}",
         f"AccountName={DEV_ACCOUNT_NAME}",
         f"AccountKey={DEV_ACCOUNT_KEY}",
-        f"BlobEndpoint={scheme}://{host}:{blob_port}/{DEV_ACCOUNT_NAME}",
-        f"QueueEndpoint={scheme}://{host}:{queue_port}/{DEV_ACCOUNT_NAME}",
+        f"BlobEndpoint={account_url(blob_port, https=https, host=host)}",
+        f"QueueEndpoint={account_url(queue_port, https=https, host=host)}",
     ]
     if table_port:
-        parts.append(f"TableEndpoint={scheme}://{host}:{table_port}/{DEV_ACCOUNT_NAME}")
+        parts.append(f"TableEndpoint={account_url(table_port, https=https, host=host)}")
     return ";".join(parts) + ";"
+
+
+def account_url(port: int | None, *, https: bool = False, host: str = LOOPBACK) -> str:
+    """The development account's endpoint on one of Azurite's ports (blob, queue or table)."""
+    return f"{'https' if https else 'http'}://{host}:{port}/{DEV_ACCOUNT_NAME}"
 
 
 # Azurite knows one OAuth level: "basic" (checks a token's claims, not its signature).
@@ -109,82 +114,95 @@ class DevCertificates:
     key: Path  # its private key (owner-only permissions)
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*allowed: str) -> x509.KeyUsage:
+    """A KeyUsage that allows exactly `allowed` (x509.KeyUsage wants every flag spelled out)."""
+    return x509.KeyUsage(**{usage: usage in allowed for usage in _KEY_USAGES})
+
+
+def _signed(
+    subject: x509.Name,
+    issuer: x509.Name,
+    *,
+    public_key: ec.EllipticCurvePublicKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    validity: tuple[datetime.datetime, datetime.datetime],
+    critical: list[x509.ExtensionType],
+    other: list[x509.ExtensionType],
+) -> x509.Certificate:
+    """A certificate for `public_key`, signed by `signing_key` (SHA-256), with these extensions."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+    )
+    for extension in critical:
+        builder = builder.add_extension(extension, critical=True)
+    for extension in other:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
 def make_dev_certificates(
     directory: Path, *, days: int = CERT_DAYS, hosts: Iterable[str] = ("localhost",)
 ) -> DevCertificates:
     """Generate a fresh CA and a certificate for 127.0.0.1 (+ `hosts`) in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rowsmith local stack CA (throwaway)")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_cert = _signed(
+        ca_name,
+        ca_name,
+        public_key=ca_key.public_key(),
+        signing_key=ca_key,
+        validity=(not_before, not_after),
+        critical=[x509.BasicConstraints(ca=True, path_length=0), _key_usage("key_cert_sign", "crl_sign")],
+        other=[ca_ski],
     )
 
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
     names += [x509.DNSName(h) for h in hosts]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
-        .issuer_name(ca_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    leaf = _signed(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]),
+        ca_name,
+        public_key=leaf_key.public_key(),
+        signing_key=ca_key,
+        validity=(not_before, not_after),
+        critical=[x509.BasicConstraints(ca=False, path_length=None), _key_usage("digital_signature")],
+        other=[
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.SubjectAlternativeName(names),
+            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()),
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+        ],
     )
 
     paths = DevCertificates(
         ca=directory / "ca.pem", cert=directory / "azurite-cert.pem", key=directory / "azurite-key.pem"
     )
-    paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    write_private(paths.ca, ca_cert.public_bytes(serialization.Encoding.PEM).decode())
+    write_private(paths.cert, leaf.public_bytes(serialization.Encoding.PEM).decode())
     key_pem = leaf_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -234,20 +252,16 @@ class Azurite:
     process: Popen[bytes] | None = field(default=None, repr=False)
 
     @property
-    def scheme(self) -> str:
-        return "https" if self.https else "http"
-
-    @property
     def blob_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.blob_port}/{DEV_ACCOUNT_NAME}"
+        return account_url(self.blob_port, https=self.https, host=self.host)
 
     @property
     def queue_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.queue_port}/{DEV_ACCOUNT_NAME}"
+        return account_url(self.queue_port, https=self.https, host=self.host)
 
     @property
     def table_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.table_port}/{DEV_ACCOUNT_NAME}"
+        return account_url(self.table_port, https=self.https, host=self.host)
 
     @property
     def connection_string(self) -> str:
@@ -341,14 +355,14 @@ def start_azurite(
     by default `workdir/azurite-data`. `queue_gc_interval_ms`: how often Azurite's queue
     garbage collector runs instead of every 60 s (see azurite_queue_gc.cjs; benchmarks only).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
+    private_dir(workdir)
     picked = iter(free_ports(3))
     blob_port = blob_port or next(picked)
     queue_port = queue_port or next(picked)
     table_port = table_port or next(picked)
     if not in_memory:
         location = location or workdir / "azurite-data"
-        location.mkdir(parents=True, exist_ok=True)
+        private_dir(location)
     log_path = workdir / "azurite.log"
     command = azurite_command(
         executable or find_azurite(),

@@ -24,7 +24,8 @@ basic`) accepts the storage tokens: it needs exactly these claims (nbf <= now <=
 an issuer starting https://sts.windows.net/, the storage audience) and does not check the
 signature.
 
-Control API (for tests and fault drills; localdev.control serves it):
+Control API (for tests and fault drills; localdev.control serves it, and requires the same
+`X-IDENTITY-HEADER` as the token route):
 - `POST /_identity/config` JSON, any subset of: `failure_rate` (0..1: that share of token
   requests get a 500), `expired` (issue tokens that have already expired),
   `lifetime_seconds` (default 3600). Answers with the whole configuration, as does GET.
@@ -35,7 +36,8 @@ Control API (for tests and fault drills; localdev.control serves it):
 - `GET /_identity/health`: 200 once serving.
 
 Run: `python -m localdev.identity_endpoint --port N [--header H] [--tenant T]`; it prints
-one JSON line starting `{"ready": "identity-endpoint"` once it listens.
+one JSON line starting `{"ready": "identity-endpoint"` once it listens, with the header value
+only if it made one up (a header it was given never reaches its output, which the stack logs).
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ class IdentityEndpoint:
         app = web.Application()
         app.router.add_get(TOKEN_PATH, self._token)
         app.router.add_get(JWKS_PATH, self._jwks)
-        add_control_routes(app, CONTROL_PREFIX, self)
+        add_control_routes(app, CONTROL_PREFIX, self, self.header)  # the same header guards it
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -261,10 +263,15 @@ async def _main(args: argparse.Namespace) -> None:
         header=args.header, tenant_id=args.tenant, lifetime_seconds=args.lifetime, seed=args.seed
     )
     served = await endpoint.serve(LOOPBACK, args.port)
+    settings = endpoint_settings(served.url, endpoint.header)
+    if args.header:
+        # Given, so the caller has it; this line goes to a log (the stack's identity.log), and a
+        # secret never does.
+        del settings["IDENTITY_HEADER"]
     ready = {
         "ready": "identity-endpoint",
         "url": served.url,
-        **endpoint_settings(served.url, endpoint.header),
+        **settings,
         "jwks_url": served.url + JWKS_PATH,
         "tenant_id": endpoint.tenant_id,
     }

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from localdev.private_files import CHILD_UMASK, open_private_log
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -96,8 +98,7 @@ def spawn(
     that is what `rowsmith local up` needs. Attached ones share the parent's process group,
     so a Ctrl-C in a test run reaches them too.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    with open_private_log(log_path) as log:
         return subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
@@ -106,6 +107,7 @@ def spawn(
             cwd=cwd,
             env=dict(env) if env is not None else None,
             start_new_session=detached,
+            umask=CHILD_UMASK,  # what the child writes (Azurite's data, its own logs) is private too
         )
 
 

@@ -1,10 +1,14 @@
-"""The local stack: Azurite, the identity endpoint and the Azure OpenAI emulator, together.
+"""The local stack: Azurite, the identity endpoint, the Azure OpenAI emulator and a local Event Grid.
 
-`start_stack(workdir)` runs the three as child processes on free loopback ports, creates
+`start_stack(workdir)` runs them as child processes on free loopback ports, creates
 the app's containers and queues, writes `workdir/stack.json` (pids, ports, app settings)
 and returns a `Stack`. `Stack.app_settings()` is the environment the Function App needs
 to run against it; `Stack.load(path).stop()` stops a stack another process started
-(`rowsmith local up` starts one detached, `rowsmith local down` stops it).
+(`rowsmith local up` starts one detached, `rowsmith local down` stops it). The Event
+Grid (localdev/event_grid) polls Azurite's `input` container and puts the BlobCreated
+event of each new or overwritten .csv on `uploads`, as the Bicep's subscription does, so
+a file dropped with any tool starts its job; what it has seen is kept in
+`workdir/event-grid.json`.
 
 Two ways for the app to reach storage (`storage_auth`):
 
@@ -39,6 +43,7 @@ from typing import Any
 
 from localdev import azurite as azurite_mod
 from localdev import control, identity_endpoint
+from localdev.event_grid import main as event_grid
 from localdev.openai_emulator import cli as emulator_cli
 from localdev.openai_emulator import server as emulator_server
 from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS, EmulatorConfig
@@ -51,6 +56,7 @@ from localdev.ports import (
     terminate_pid,
     wait_for_port,
 )
+from localdev.private_files import private_dir, write_private
 from processing.core.layout import ALL_CONTAINERS, ALL_QUEUES, STORAGE_CONNECTION
 from processing.core.settings import DEFAULT_API_VERSION
 
@@ -58,7 +64,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "stack.json"
 STATE_VERSION = 1
 # Children are stopped in this order: the emulators first, storage last.
-STOP_ORDER = ("emulator", "identity", "azurite")
+STOP_ORDER = ("eventgrid", "emulator", "identity", "azurite")
 # How the app authenticates to storage (see the module docstring).
 STORAGE_AUTH_KEY = "key"
 STORAGE_AUTH_OAUTH = "oauth"
@@ -189,15 +195,15 @@ class Stack:
 
     @property
     def blob_url(self) -> str:
-        return _account_url(self.ports.blob, self.oauth)
+        return azurite_mod.account_url(self.ports.blob, https=self.oauth)
 
     @property
     def queue_url(self) -> str:
-        return _account_url(self.ports.queue, self.oauth)
+        return azurite_mod.account_url(self.ports.queue, https=self.oauth)
 
     @property
     def table_url(self) -> str:
-        return _account_url(self.ports.table, self.oauth)
+        return azurite_mod.account_url(self.ports.table, https=self.oauth)
 
     def storage_client_options(self) -> dict[str, Any]:
         """Keyword arguments for an azure-core storage client of this stack (the CA to trust)."""
@@ -271,12 +277,9 @@ class Stack:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.state_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)  # readers never see half a file
+        write_private(path, json.dumps(self.to_dict(), indent=2))  # 0600, atomic: never half a file
         for name, service in self.services.items():
-            (self.workdir / f"{name}.pid").write_text(f"{service.pid}\n")
+            write_private(self.workdir / f"{name}.pid", f"{service.pid}\n")
         return path
 
     @classmethod
@@ -323,6 +326,7 @@ def start_stack(
     timeout: float = 60.0,
     storage_auth: str = STORAGE_AUTH_KEY,
     azurite_queue_gc_ms: int | None = None,
+    event_grid_interval: float | None = event_grid.DEFAULT_INTERVAL_SECONDS,
 ) -> Stack:
     """Start Azurite, the identity endpoint and the emulator; return once all answer.
 
@@ -334,10 +338,11 @@ def start_stack(
     development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
     `models`: the emulator's model profiles (localdev.openai_emulator.models); the first
     deployment is the app's AZURE_OPENAI_DEPLOYMENT.
+    `event_grid_interval`: seconds between the local Event Grid's polls of `input`
+    (localdev/event_grid); None runs no Event Grid (only whoever sends events raises them).
     """
     storage_auth = _checked_storage_auth(storage_auth)
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = private_dir(workdir.resolve())  # 0700: it holds the identity header (stack.json)
     existing = running_stack(workdir)
     if existing is not None:
         raise StackAlreadyRunningError(
@@ -368,16 +373,20 @@ def start_stack(
     try:
         # The Python servers start first and Azurite's start-up (the slowest) overlaps theirs.
         services["identity"] = _spawn_identity(workdir, picked.identity, header, detached)
-        services["emulator"] = _spawn_emulator(workdir, picked, config, detached)
-        services["azurite"] = _start_azurite(
-            workdir,
-            picked,
-            in_memory=in_memory,
-            debug=debug,
-            detached=detached,
-            timeout=timeout,
-            oauth=oauth,
-            queue_gc_interval_ms=azurite_queue_gc_ms,
+        services["emulator"] = _spawn_emulator(workdir, picked, config, detached, header)
+        services["azurite"] = _azurite_service(
+            azurite_mod.start_azurite(
+                workdir,
+                blob_port=picked.blob,
+                queue_port=picked.queue,
+                table_port=picked.table,
+                in_memory=in_memory,
+                debug=debug,
+                detached=detached,
+                timeout=timeout,
+                oauth=oauth,
+                queue_gc_interval_ms=azurite_queue_gc_ms,
+            )
         )
         for name in ("identity", "emulator"):
             _wait_ready(services[name], getattr(picked, name), timeout)
@@ -385,6 +394,10 @@ def start_stack(
         # shared keys there). The app itself never gets this string in OAuth mode.
         conn = azurite_mod.connection_string(picked.blob, picked.queue, picked.table, https=oauth is not None)
         azurite_mod.ensure_resources(conn, ALL_CONTAINERS, ALL_QUEUES, ca_file=oauth.ca if oauth is not None else None)
+        if event_grid_interval is not None:
+            services["eventgrid"] = _spawn_event_grid(
+                workdir, picked, event_grid_interval, oauth.ca if oauth is not None else None, detached
+            )
     except BaseException:
         for name in STOP_ORDER:
             if name in services:
@@ -428,9 +441,9 @@ def stack_app_settings(
         if ca_bundle is None:
             raise ValueError("OAuth mode needs the CA bundle that Azurite's certificate chains to")
         storage = {
-            f"{STORAGE_CONNECTION}__blobServiceUri": _account_url(ports.blob, True),
-            f"{STORAGE_CONNECTION}__queueServiceUri": _account_url(ports.queue, True),
-            f"{STORAGE_CONNECTION}__tableServiceUri": _account_url(ports.table, True),
+            f"{STORAGE_CONNECTION}__blobServiceUri": azurite_mod.account_url(ports.blob, https=True),
+            f"{STORAGE_CONNECTION}__queueServiceUri": azurite_mod.account_url(ports.queue, https=True),
+            f"{STORAGE_CONNECTION}__tableServiceUri": azurite_mod.account_url(ports.table, https=True),
             f"{STORAGE_CONNECTION}__credential": MANAGED_IDENTITY_CREDENTIAL,
             # Read by OpenSSL through Python's ssl module (aiohttp, httpx) and by requests: the
             # app trusts the local CA with no code of its own.
@@ -462,12 +475,7 @@ def write_ca_bundle(ca_file: Path, path: Path) -> Path:
         pass
     else:
         parts.append(Path(certifi.where()).read_text())
-    path.write_text("\n".join(p.rstrip("\n") for p in parts) + "\n")
-    return path
-
-
-def _account_url(port: int | None, https: bool) -> str:
-    return f"{'https' if https else 'http'}://{LOOPBACK}:{port}/{azurite_mod.DEV_ACCOUNT_NAME}"
+    return write_private(path, "\n".join(p.rstrip("\n") for p in parts) + "\n")
 
 
 def _checked_storage_auth(value: str) -> str:
@@ -494,7 +502,7 @@ def _spawn_identity(workdir: Path, port: int | None, header: str, detached: bool
     return Service("identity", process.pid, identity_endpoint.PROCESS_MARKER, log, process)
 
 
-def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool) -> Service:
+def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, detached: bool, header: str) -> Service:
     jwks_url = f"http://{LOOPBACK}:{ports.identity}{identity_endpoint.JWKS_PATH}"
     args = ["--port", str(ports.emulator), "--jwks-url", jwks_url, *emulator_cli.config_to_args(config)]
     log = workdir / "emulator.log"
@@ -502,35 +510,30 @@ def _spawn_emulator(workdir: Path, ports: StackPorts, config: EmulatorConfig, de
         python_module_command("localdev.openai_emulator", *args),
         log_path=log,
         cwd=workdir,
-        env=_child_env(),
+        env=_child_env({"IDENTITY_HEADER": header}),  # its control API requires the stack's header
         detached=detached,
     )
     return Service("emulator", process.pid, emulator_cli.PROCESS_MARKER, log, process)
 
 
-def _start_azurite(
-    workdir: Path,
-    ports: StackPorts,
-    *,
-    in_memory: bool,
-    debug: bool,
-    detached: bool,
-    timeout: float,
-    oauth: azurite_mod.OAuthOptions | None = None,
-    queue_gc_interval_ms: int | None = None,
+def _spawn_event_grid(
+    workdir: Path, ports: StackPorts, interval: float, ca_file: Path | None, detached: bool
 ) -> Service:
-    instance = azurite_mod.start_azurite(
-        workdir,
+    assert ports.blob and ports.queue
+    command = event_grid.command(
         blob_port=ports.blob,
         queue_port=ports.queue,
-        table_port=ports.table,
-        in_memory=in_memory,
-        debug=debug,
-        detached=detached,
-        timeout=timeout,
-        oauth=oauth,
-        queue_gc_interval_ms=queue_gc_interval_ms,
+        state_file=workdir / event_grid.STATE_FILE,
+        interval=interval,
+        ca_file=ca_file,
     )
+    log = workdir / "event-grid.log"
+    process = spawn(command, log_path=log, cwd=workdir, env=_child_env(), detached=detached)
+    return Service("eventgrid", process.pid, event_grid.PROCESS_MARKER, log, process)
+
+
+def _azurite_service(instance: azurite_mod.Azurite) -> Service:
+    """A started Azurite, as one of the stack's services."""
     assert instance.log_path is not None
     return Service("azurite", instance.pid, azurite_mod.PROCESS_MARKER, instance.log_path, instance.process)
 
@@ -553,8 +556,7 @@ def _wait_ready(service: Service, port: int | None, timeout: float) -> None:
 
 
 def write_local_settings(path: Path, settings: Mapping[str, str]) -> Path:
-    """Write a local.settings.json for `func start` (git-ignored: in "key" mode it holds Azurite's key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a local.settings.json for `func start`, 0600 (git-ignored: it holds IDENTITY_HEADER and, in
+    "key" mode, Azurite's key)."""
     document = {"IsEncrypted": False, "Values": dict(settings)}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return write_private(path, json.dumps(document, indent=2) + "\n")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,10 @@ from azure.storage.blob import ContentSettings
 
 from processing.adapters import job_store
 from processing.core import layout
-from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER, UPLOADS_QUEUE
+from processing.core.layout import DEFAULT_PIPELINE, INPUT_CONTAINER, JOBS_CONTAINER, OUTPUT_CONTAINER
 from processing.core.manifest import Manifest
-from processing.core.messages import BlobCreated
 from processing.core.states import FINAL_STATES, JobState
+from rowsmith_cli import failed_rows
 from rowsmith_cli.target import Target
 
 EXIT_OK = 0
@@ -91,13 +89,9 @@ async def submit(
             data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
         )
     etag = result["etag"]
+    # Only the upload, in Azure and locally: Event Grid (the local stack's own, there) raises
+    # the BlobCreated event, and the job's id follows from the blob's URL and new ETag.
     job = layout.job_id_for(blob.url, etag)
-    if target.local:
-        # In Azure, Event Grid raises this event; the local stack has no Event Grid.
-        event = BlobCreated.make_event(
-            url=blob.url, container=INPUT_CONTAINER, blob=name, etag=etag, size=path.stat().st_size
-        )
-        await target.queues.get_queue_client(UPLOADS_QUEUE).send_message(event)
     info: dict[str, Any] = {"job": job, "state": "submitted", "input_blob": f"{INPUT_CONTAINER}/{name}"}
     if not quiet:
         print(f"uploaded {path} to {INPUT_CONTAINER}/{name} ({target.description}); job {job}", file=sys.stderr)
@@ -176,37 +170,19 @@ async def results(
     except ResourceNotFoundError:
         return EXIT_FAILED, {"job": job, "error": f"{OUTPUT_CONTAINER}/{name} is missing"}
     if failed:
-        rows = await _write_failed_rows(stream.chunks(), manifest.header, dest)
-        return EXIT_OK, {**summary(manifest), "file": str(dest), "failed_rows": rows}
+        indices = await failed_rows.failed_indices(stream.chunks())
+        try:
+            rows = await failed_rows.write_failed_rows(target.blobs, manifest, indices, dest)
+        except failed_rows.InputGone as exc:
+            return EXIT_FAILED, {**summary(manifest), "error": str(exc)}
+        info = {**summary(manifest), "file": str(dest), "failed_rows": rows.written}
+        if rows.not_found:
+            info["error"] = f"{rows.not_found} failed row(s) are not in {manifest.source_blob} any more"
+        return (EXIT_FAILED if rows.not_found else EXIT_OK), info
     with dest.open("wb") as out:
         async for chunk in stream.chunks():
             out.write(chunk)
     return EXIT_OK, {**summary(manifest), "file": str(dest)}
-
-
-async def _write_failed_rows(chunks: AsyncIterator[bytes], header: list[str], dest: Path) -> int:
-    """The input rows that ended as errors, as a CSV with the original header: upload it again to re-run them.
-
-    Read from the JSON lines (exact cells; the CSV's cells may carry a formula guard)."""
-    count = 0
-    pending = b""
-    with dest.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(header)
-        async for chunk in chunks:
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    if record.get("status") != "ok":
-                        writer.writerow(list(record["input"].values()))
-                        count += 1
-        if pending.strip():
-            record = json.loads(pending)
-            if record.get("status") != "ok":
-                writer.writerow(list(record["input"].values()))
-                count += 1
-    return count
 
 
 def _main_error(manifest: Manifest) -> str:

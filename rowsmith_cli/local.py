@@ -1,7 +1,7 @@
 """`rowsmith local up|down|status` and `rowsmith demo`: the local stack as background processes.
 
-The stack is Azurite, the managed-identity endpoint, the Azure OpenAI emulator (all from
-localdev/) and the local runner driving function_app.py. Its state (pids, ports, the app
+The stack is Azurite, the managed-identity endpoint, the Azure OpenAI emulator, the local
+Event Grid (all from localdev/) and the local runner driving function_app.py. Its state (pids, ports, the app
 settings) lives in <state dir>/stack.json; `local.settings.json` is written for `func start`.
 """
 
@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from localdev.event_grid.main import DEFAULT_INTERVAL_SECONDS
 from localdev.ports import pid_alive, terminate_pid
+from localdev.private_files import private_dir, write_private
 from localdev.runner.process import PROCESS_MARKER as RUNNER_MARKER
 from localdev.runner.process import RunnerProcess, with_this_environment
 from localdev.stack import Stack, running_stack, start_stack, write_local_settings
@@ -31,6 +33,12 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpm", type=int, default=0, help="emulated tokens-per-minute quota (0: none)")
     parser.add_argument(
         "--finalize-interval", type=float, default=2, help="seconds between a job's completion checks (default 2)"
+    )
+    parser.add_argument(
+        "--event-grid-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_SECONDS,
+        help="seconds between the local Event Grid's looks at the input container (default 1)",
     )
     parser.add_argument(
         "--storage-auth",
@@ -66,7 +74,7 @@ def running(cli: CliSettings) -> Stack | None:
 def _start_runner(state_dir: Path, settings: dict[str, str]) -> int:
     # Detached: it survives the `rowsmith local up` that started it.
     pid = RunnerProcess(with_this_environment(settings), state_dir / "runner.log").start_detached()
-    (state_dir / RUNNER_PID).write_text(f"{pid}\n")
+    write_private(state_dir / RUNNER_PID, f"{pid}\n")
     return pid
 
 
@@ -80,7 +88,7 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
     if stack:
         return stack, True
     down(cli)  # whatever is left of a half-dead stack goes first
-    cli.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cli.state_dir)  # 0700: stack.json holds the identity header
     stack = start_stack(
         cli.state_dir,
         detached=True,
@@ -88,6 +96,7 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
         rpm=args.rpm,
         tpm=args.tpm,
         storage_auth=getattr(args, "storage_auth", "key"),
+        event_grid_interval=getattr(args, "event_grid_interval", DEFAULT_INTERVAL_SECONDS),
     )
     settings = local_app_settings(stack, args.finalize_interval)
     if not getattr(args, "no_runner", False):
@@ -157,7 +166,7 @@ async def demo(args: argparse.Namespace, cli: CliSettings) -> tuple[int, dict[st
     started = running(cli) is None
     if started:
         if not args.json:
-            print("starting the local stack (Azurite, identity endpoint, Azure OpenAI emulator, runner)...")
+            print("starting the local stack (Azurite, identity endpoint, Azure OpenAI emulator, Event Grid, runner)...")
         up(args, cli)
     try:
         target = resolve(None, local=True, cli=cli)

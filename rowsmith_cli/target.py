@@ -28,7 +28,6 @@ class TargetError(Exception):
 class Target:
     blobs: BlobServiceClient
     queues: QueueServiceClient
-    local: bool  # the local stack: `submit` also raises the BlobCreated event itself
     credential: AsyncTokenCredential | None
     description: str
 
@@ -63,7 +62,6 @@ def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
         return Target(
             BlobServiceClient.from_connection_string(stack.connection_string, **options),
             QueueServiceClient.from_connection_string(stack.connection_string, **options),
-            True,
             None,
             "local stack",
         )
@@ -75,7 +73,6 @@ def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
     return Target(
         make_blob_service(storage, credential),
         make_queue_service(storage, credential),
-        False,
         credential,
         f"storage account {name or blob}",
     )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
-from checkov.common.models.enums import CheckCategories, CheckResult
+from checkov.common.models.enums import CheckResult
+from rowsmith_policy_base import RowsmithCheck
 
 # Resource type -> the one preview API version allowed for it, and why (see above).
 PREVIEW_EXCEPTIONS = {
@@ -23,14 +23,8 @@ PREVIEW_EXCEPTIONS = {
 }
 
 
-class GaApiVersion(BaseResourceCheck):
-    def __init__(self) -> None:
-        super().__init__(
-            name="Resources use a GA (non-preview) API version",
-            id="CKV_ROWSMITH_7",
-            categories=(CheckCategories.GENERAL_SECURITY,),
-            supported_resources=("*",),
-        )
+class GaApiVersion(RowsmithCheck):
+    resource_types = ("*",)
 
     def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
         # Preview API versions change shape and can be retired without notice.
@@ -43,4 +37,4 @@ class GaApiVersion(BaseResourceCheck):
         return CheckResult.PASSED if version == allowed else CheckResult.FAILED
 
 
-check = GaApiVersion()
+check = GaApiVersion("CKV_ROWSMITH_7", "Resources use a GA (non-preview) API version")

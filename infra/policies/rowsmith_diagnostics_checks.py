@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import rowsmith_template as tmpl
-from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
-from checkov.common.models.enums import CheckCategories, CheckResult
+from checkov.common.models.enums import CheckCategories
+from rowsmith_policy_base import TemplateCheck
 
 DIAGNOSTIC_SETTINGS = "Microsoft.Insights/diagnosticSettings"
 
@@ -61,56 +61,38 @@ def _has_workspace(body: dict[str, Any]) -> bool:
     return not tmpl.missing(workspace) and workspace not in ("", None)
 
 
-class DiagnosticSettingPresent(BaseResourceCheck):
-    def __init__(self) -> None:
-        super().__init__(
-            name="Storage blob and queue services, Azure OpenAI and Function Apps send their logs to Log Analytics",
-            id="CKV_ROWSMITH_10",
-            categories=(CheckCategories.LOGGING,),
-            supported_resources=tuple(REQUIRED_CATEGORIES),
-        )
+class DiagnosticSettingPresent(TemplateCheck):
+    resource_types = tuple(REQUIRED_CATEGORIES)
+    category = CheckCategories.LOGGING
+    evaluated = ("diagnosticSettings",)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        self.evaluated_keys = ["diagnosticSettings"]
-        path, symbol = tmpl.entity(self.entity_path)
-        found = tmpl.resources(tmpl.template(path))
-        required = REQUIRED_CATEGORIES[found[symbol]["type"]]
-        for res in found.values():
-            if res["type"] != DIAGNOSTIC_SETTINGS or res["existing"] or res["condition"] is not None:
-                continue
-            body = res["body"]
-            if tmpl.symbol_of(body.get("scope")) != symbol or not _has_workspace(body):
-                continue
-            if required <= _enabled_categories(body):
-                return CheckResult.PASSED
-        return CheckResult.FAILED
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        required = REQUIRED_CATEGORIES[scan.resource["type"]]
+        settings = scan.deployed_on(DIAGNOSTIC_SETTINGS, "scope", scan.symbol)
+        return any(_has_workspace(res["body"]) and required <= _enabled_categories(res["body"]) for res in settings)
 
 
-class DiagnosticSettingValid(BaseResourceCheck):
-    def __init__(self) -> None:
-        super().__init__(
-            name="Diagnostic settings go to a Log Analytics workspace and name only categories their target offers",
-            id="CKV_ROWSMITH_11",
-            categories=(CheckCategories.LOGGING,),
-            supported_resources=(DIAGNOSTIC_SETTINGS,),
-        )
+class DiagnosticSettingValid(TemplateCheck):
+    resource_types = (DIAGNOSTIC_SETTINGS,)
+    category = CheckCategories.LOGGING
+    evaluated = ("scope", "properties/workspaceId", "properties/logs")
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        self.evaluated_keys = ["scope", "properties/workspaceId", "properties/logs"]
-        path, symbol = tmpl.entity(self.entity_path)
-        found = tmpl.resources(tmpl.template(path))
-        body = found[symbol]["body"]
-        target = found.get(tmpl.symbol_of(body.get("scope")) or "")
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        body = scan.resource["body"]
+        target = scan.related(scan.resource, "scope")
         supported = SUPPORTED_CATEGORIES.get(target["type"]) if target else None
         logs = tmpl.lookup(body, "properties", "logs")
         if supported is None or not _has_workspace(body) or not isinstance(logs, list) or not logs:
-            return CheckResult.FAILED
-        for log in logs:
-            # A category group (allLogs, audit) has no fixed content or cost; name categories.
-            if not isinstance(log, dict) or log.get("category") not in supported:
-                return CheckResult.FAILED
-        return CheckResult.PASSED
+            return False
+        # A category group (allLogs, audit) has no fixed content or cost; name categories.
+        return all(isinstance(log, dict) and log.get("category") in supported for log in logs)
 
 
-diagnostic_setting_present = DiagnosticSettingPresent()
-diagnostic_setting_valid = DiagnosticSettingValid()
+diagnostic_setting_present = DiagnosticSettingPresent(
+    "CKV_ROWSMITH_10",
+    "Storage blob and queue services, Azure OpenAI and Function Apps send their logs to Log Analytics",
+)
+diagnostic_setting_valid = DiagnosticSettingValid(
+    "CKV_ROWSMITH_11",
+    "Diagnostic settings go to a Log Analytics workspace and name only categories their target offers",
+)

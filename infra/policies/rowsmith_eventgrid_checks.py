@@ -8,11 +8,8 @@ blob container with the topic's own identity; the plain `deadLetterDestination` 
 
 from __future__ import annotations
 
-from typing import Any
-
 import rowsmith_template as tmpl
-from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
-from checkov.common.models.enums import CheckCategories, CheckResult
+from rowsmith_policy_base import TemplateCheck
 
 EVENT_SUBSCRIPTIONS = (
     "Microsoft.EventGrid/systemTopics/eventSubscriptions",
@@ -22,30 +19,23 @@ EVENT_SUBSCRIPTIONS = (
 )
 
 
-class DeadLetterWithIdentity(BaseResourceCheck):
-    def __init__(self) -> None:
-        super().__init__(
-            name="Event subscriptions dead-letter to a blob container with a managed identity",
-            id="CKV_ROWSMITH_14",
-            categories=(CheckCategories.GENERAL_SECURITY,),
-            supported_resources=EVENT_SUBSCRIPTIONS,
-        )
+class DeadLetterWithIdentity(TemplateCheck):
+    resource_types = EVENT_SUBSCRIPTIONS
+    evaluated = ("properties/deadLetterWithResourceIdentity", "properties/deadLetterDestination")
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        self.evaluated_keys = ["properties/deadLetterWithResourceIdentity", "properties/deadLetterDestination"]
-        path, symbol = tmpl.entity(self.entity_path)
-        body = tmpl.resources(tmpl.template(path))[symbol]["body"]
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        body = scan.resource["body"]
         if not tmpl.missing(tmpl.lookup(body, "properties", "deadLetterDestination")):
-            return CheckResult.FAILED
+            return False
         dead_letter = tmpl.lookup(body, "properties", "deadLetterWithResourceIdentity")
         identity = tmpl.lookup(dead_letter, "identity", "type")
         endpoint = tmpl.lookup(dead_letter, "deadLetterDestination", "endpointType")
         destination = tmpl.lookup(dead_letter, "deadLetterDestination", "properties")
         if identity not in ("SystemAssigned", "UserAssigned") or endpoint != "StorageBlob":
-            return CheckResult.FAILED
-        if not isinstance(destination, dict) or not {"resourceId", "blobContainerName"} <= set(destination):
-            return CheckResult.FAILED
-        return CheckResult.PASSED
+            return False
+        return isinstance(destination, dict) and {"resourceId", "blobContainerName"} <= set(destination)
 
 
-check = DeadLetterWithIdentity()
+check = DeadLetterWithIdentity(
+    "CKV_ROWSMITH_14", "Event subscriptions dead-letter to a blob container with a managed identity"
+)

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import rowsmith_template as tmpl
-from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
-from checkov.common.models.enums import CheckCategories, CheckResult
+from rowsmith_policy_base import TemplateCheck
 
 MANAGEMENT_POLICIES = "Microsoft.Storage/storageAccounts/managementPolicies"
 
@@ -29,26 +28,14 @@ def _deletes_versions(body: dict[str, Any]) -> bool:
     return False
 
 
-class BlobVersionsExpire(BaseResourceCheck):
-    def __init__(self) -> None:
-        super().__init__(
-            name="A lifecycle rule deletes previous blob versions after a number of days",
-            id="CKV_ROWSMITH_13",
-            categories=(CheckCategories.GENERAL_SECURITY,),
-            supported_resources=("Microsoft.Storage/storageAccounts/blobServices",),
-        )
+class BlobVersionsExpire(TemplateCheck):
+    resource_types = ("Microsoft.Storage/storageAccounts/blobServices",)
+    evaluated = ("parent",)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        self.evaluated_keys = ["parent"]
-        path, symbol = tmpl.entity(self.entity_path)
-        found = tmpl.resources(tmpl.template(path))
-        account = tmpl.symbol_of(found[symbol]["body"].get("parent"))
-        for res in found.values():
-            if res["type"] != MANAGEMENT_POLICIES or res["existing"] or res["condition"] is not None:
-                continue
-            if account and tmpl.symbol_of(res["body"].get("parent")) == account and _deletes_versions(res["body"]):
-                return CheckResult.PASSED
-        return CheckResult.FAILED
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        account = tmpl.symbol_of(scan.resource["body"].get("parent"))
+        policies = scan.deployed_on(MANAGEMENT_POLICIES, "parent", account)
+        return any(_deletes_versions(res["body"]) for res in policies)
 
 
-check = BlobVersionsExpire()
+check = BlobVersionsExpire("CKV_ROWSMITH_13", "A lifecycle rule deletes previous blob versions after a number of days")

@@ -8,11 +8,9 @@ with a scope or role the template does not spell out, fails: it cannot be proven
 
 from __future__ import annotations
 
-from typing import Any
-
 import rowsmith_template as tmpl
-from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
-from checkov.common.models.enums import CheckCategories, CheckResult
+from checkov.common.models.enums import CheckCategories
+from rowsmith_policy_base import TemplateCheck
 
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
@@ -33,47 +31,25 @@ QUEUE_DATA_ROLES = {
 }
 
 
-class _ScopedRoleCheck(BaseResourceCheck):
-    def _assignment(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        path, symbol = tmpl.entity(self.entity_path)
-        tpl = tmpl.template(path)
-        found = tmpl.resources(tpl).get(symbol)
-        return (tpl, found) if found else None
+class _ScopedRoleCheck(TemplateCheck):
+    resource_types = (ROLE_ASSIGNMENT,)
+    category = CheckCategories.IAM
 
     @staticmethod
-    def _scope_type(tpl: dict[str, Any], body: dict[str, Any]) -> str | None:
-        scope = tmpl.symbol_of(body.get("scope"))
-        target = tmpl.resources(tpl).get(scope) if scope else None
-        return target["type"] if target else None
-
-    def _scoped_to(self, expected: str) -> CheckResult:
-        self.evaluated_keys = ["scope"]
-        found = self._assignment()
-        if found is None:
-            return CheckResult.FAILED
-        tpl, res = found
-        return CheckResult.PASSED if self._scope_type(tpl, res["body"]) == expected else CheckResult.FAILED
+    def _scoped_to(scan: tmpl.Scanned, expected: str) -> bool:
+        target = scan.related(scan.resource, "scope")
+        return target is not None and target["type"] == expected
 
 
 class QueueSenderOnQueue(_ScopedRoleCheck):
     """Whoever may only put messages on a queue (Event Grid) gets that right on one queue."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            name="Storage Queue Data Message Sender is assigned on a queue, never the account",
-            id="CKV_ROWSMITH_8",
-            categories=(CheckCategories.IAM,),
-            supported_resources=(ROLE_ASSIGNMENT,),
-        )
+    evaluated = ("scope",)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        found = self._assignment()
-        if found is None:
-            return CheckResult.FAILED
-        tpl, res = found
-        if tmpl.role_definition_guid(tpl, res["body"]) != QUEUE_MESSAGE_SENDER:
-            return CheckResult.PASSED
-        return self._scoped_to(QUEUE)
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        if tmpl.role_definition_guid(scan.tpl, scan.resource["body"]) != QUEUE_MESSAGE_SENDER:
+            return True
+        return self._scoped_to(scan, QUEUE)
 
 
 class ManagedIdentityStorageRolesScoped(_ScopedRoleCheck):
@@ -85,32 +61,25 @@ class ManagedIdentityStorageRolesScoped(_ScopedRoleCheck):
     pins each of them.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            name="Blob and queue data roles of managed identities are scoped to a container or a queue",
-            id="CKV_ROWSMITH_9",
-            categories=(CheckCategories.IAM,),
-            supported_resources=(ROLE_ASSIGNMENT,),
-        )
+    evaluated = ("properties/roleDefinitionId", "scope")
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        found = self._assignment()
-        if found is None:
-            return CheckResult.FAILED
-        tpl, res = found
-        body = res["body"]
+    def passes(self, scan: tmpl.Scanned) -> bool:
+        body = scan.resource["body"]
         if tmpl.lookup(body, "properties", "principalType") != "ServicePrincipal":
-            return CheckResult.PASSED
-        self.evaluated_keys = ["properties/roleDefinitionId", "scope"]
-        role = tmpl.role_definition_guid(tpl, body)
+            return True
+        role = tmpl.role_definition_guid(scan.tpl, body)
         if role is None:
-            return CheckResult.FAILED  # a role the template does not name cannot be proven narrow
+            return False  # a role the template does not name cannot be proven narrow
         if role in BLOB_DATA_ROLES:
-            return self._scoped_to(CONTAINER)
+            return self._scoped_to(scan, CONTAINER)
         if role in QUEUE_DATA_ROLES:
-            return self._scoped_to(QUEUE)
-        return CheckResult.PASSED
+            return self._scoped_to(scan, QUEUE)
+        return True
 
 
-queue_sender_on_queue = QueueSenderOnQueue()
-managed_identity_storage_roles_scoped = ManagedIdentityStorageRolesScoped()
+queue_sender_on_queue = QueueSenderOnQueue(
+    "CKV_ROWSMITH_8", "Storage Queue Data Message Sender is assigned on a queue, never the account"
+)
+managed_identity_storage_roles_scoped = ManagedIdentityStorageRolesScoped(
+    "CKV_ROWSMITH_9", "Blob and queue data roles of managed identities are scoped to a container or a queue"
+)

@@ -7,11 +7,16 @@ substituted. The check's `entity_path` (`<file>:<type>:<symbol>`) names the file
 resource, so these helpers parse that file again with pycep (the parser checkov uses) and
 read the raw template. pycep renders an identifier and a string literal alike, so a
 string that names a variable is looked up among the variables.
+
+It imports nothing of checkov, so tests/infra/bicep.py reads templates with the same
+parser and the same resource walk (as `infra.policies.rowsmith_template`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +51,54 @@ def unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] 
 
 
 def resources(tpl: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """symbol -> {"type", "existing", "body", "condition", "loop"}."""
+    """symbol -> {"type", "api_version", "existing", "body", "condition", "loop"}."""
     found = {}
     for symbol, res in (tpl.get("resources") or {}).items():
         body, condition, loop = unwrap(res["config"])
         found[symbol] = {
             "type": res["type"],
+            "api_version": res.get("api_version"),
             "existing": res["existing"],
             "body": body,
             "condition": condition,
             "loop": loop,
         }
     return found
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """The resource a check is looking at (`symbol`), among the others of its template."""
+
+    tpl: dict[str, Any]
+    found: dict[str, dict[str, Any]]
+    symbol: str
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        return self.found[self.symbol]
+
+    def related(self, res: dict[str, Any], key: str) -> dict[str, Any] | None:
+        """The resource that `res` names in `scope:` or `parent:` (`key`), if this template has it."""
+        return self.found.get(symbol_of(res["body"].get(key)) or "")
+
+    def deployed(self, type_: str) -> Iterator[dict[str, Any]]:
+        """Resources of `type_` this template always deploys: an `existing` or `if` one proves nothing."""
+        for res in self.found.values():
+            if res["type"] == type_ and not res["existing"] and res["condition"] is None:
+                yield res
+
+    def deployed_on(self, type_: str, key: str, symbol: str | None) -> Iterator[dict[str, Any]]:
+        """Those of `deployed(type_)` whose `scope:` or `parent:` (`key`) is the resource `symbol`."""
+        return (res for res in self.deployed(type_) if symbol and symbol_of(res["body"].get(key)) == symbol)
+
+
+def scanned(entity_path: str) -> Scanned | None:
+    """The template behind a check's entity_path; None when pycep does not see the resource."""
+    path, symbol = entity(entity_path)
+    tpl = template(path)
+    found = resources(tpl)
+    return Scanned(tpl, found, symbol) if symbol in found else None
 
 
 def symbol_of(expr: Any) -> str | None:

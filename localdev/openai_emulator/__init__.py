@@ -31,5 +31,6 @@ Modules
 The control API (`/_emulator/config`, `/_emulator/stats`, `/_emulator/reset`,
 `/_emulator/health`) is `localdev.control`'s, with the settings of `config` and the
 counters of `stats`; reset zeroes the counters and quota windows, forgets marker counts
-and reseeds the fault draw (the configuration stays).
+and reseeds the fault draw (the configuration stays). Every route but health requires
+`X-IDENTITY-HEADER` with the stack's IDENTITY_HEADER (401 without, 403 if wrong).
 """

@@ -131,6 +131,34 @@ def render_answer(request: ChatRequest) -> str:
     return text_answer(request.user_text)
 
 
+# The malformed answers' sizes: deeper than Python's recursion limit (1,000) and longer than its
+# integer-conversion limit (4,300 digits), yet short enough (about 10,000 characters, 2,500
+# tokens) for a request's max_tokens to let through.
+DEEP_NESTING = 5_000
+HUGE_INT_DIGITS = 5_000
+_SLOT = "\x00malformed\x00"
+
+
+def malformed_answer(request: ChatRequest, kind: str) -> str:
+    """The schema's answer with its first property made bad in the way `kind` says (faults json_*)."""
+    fmt = request.body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+    value = schema_answer(request.user_text, schema) if schema else {"answer": text_answer(request.user_text)}
+    if not isinstance(value, dict) or not value:
+        value = {"answer": value}
+    props = (schema or {}).get("properties", {})
+    if kind == "json_off_enum":
+        name = next((p for p, s in props.items() if isinstance(s, dict) and s.get("enum")), next(iter(value)))
+        return json.dumps({**value, name: f"off-enum-{sha256_hex(request.user_text)[:8]}"})
+    raw = {
+        "json_nan": "NaN",
+        "json_deep": "[" * DEEP_NESTING + "]" * DEEP_NESTING,
+        "json_huge_int": "9" * HUGE_INT_DIGITS,
+    }[kind]
+    # json.dumps cannot write these (NaN it writes only with allow_nan; the others not at all): splice them in.
+    return json.dumps({**value, next(iter(value)): _SLOT}).replace(json.dumps(_SLOT), raw)
+
+
 @dataclass
 class Completion:
     body: dict[str, Any]  # the chat.completion object

@@ -2,7 +2,9 @@
 
 Run: `python -m localdev.openai_emulator --port N --jwks-url URL [--rpm R] [--tpm T]
 [--latency-ms L] [--deployments a,b] [--models JSON] [--seed S] [--fault-rates JSON]`; it prints one JSON
-line starting `{"ready": "openai-emulator"` once it listens.
+line starting `{"ready": "openai-emulator"` once it listens. The control API requires
+`X-IDENTITY-HEADER` with $IDENTITY_HEADER (the stack's); without it a random value is made up
+and printed in that line as `control_header`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 
 import localdev.openai_emulator
 from localdev.openai_emulator.config import (
@@ -85,13 +88,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context-window", type=int, default=DEFAULT_CONTEXT_WINDOW)
     parser.add_argument("--default-max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     parser.add_argument("--seed", type=int, help="seed of the fault draw (reproducible faults)")
+    # From the environment only, so `ps` never shows it (as the identity endpoint's header).
+    parser.set_defaults(control_header=os.environ.get("IDENTITY_HEADER") or None)
     return parser.parse_args(argv)
 
 
 async def _main(args: argparse.Namespace) -> None:
-    emulator = OpenAIEmulator(args.jwks_url, config_from_args(args))
+    emulator = OpenAIEmulator(args.jwks_url, config_from_args(args), control_header=args.control_header)
     served = await emulator.serve(LOOPBACK, args.port)
-    ready = {"ready": "openai-emulator", "url": served.url, "deployments": emulator.config.deployments}
+    ready: dict[str, object] = {
+        "ready": "openai-emulator",
+        "url": served.url,
+        "deployments": emulator.config.deployments,
+    }
+    if not args.control_header:  # made up here: the caller has no other way to learn it
+        ready["control_header"] = emulator.control_header
     print(json.dumps(ready), flush=True)
     try:
         await asyncio.Event().wait()  # until SIGTERM/SIGINT

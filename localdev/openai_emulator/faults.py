@@ -8,7 +8,12 @@ repeats its faults. Kinds: "500", "503", "429" (with `retry-after-ms` =
 no answer), "content_filter" (400, code content_filter, innererror
 ResponsibleAIPolicyViolation), "context_length" (400 context_length_exceeded) and
 "invalid_json" (200 with finish_reason "stop" but content that is not JSON, as a model
-ignoring its response_format would answer).
+ignoring its response_format would answer). Four more are answers that parse with a lax JSON
+reader but break the request's schema or JSON itself (localdev.openai_emulator.answers.malformed_answer):
+"json_nan" (a bare `NaN`), "json_deep" (an array nested DEEP_NESTING levels deep),
+"json_huge_int" (an integer of HUGE_INT_DIGITS digits) and "json_off_enum" (a value outside the
+property's `enum`); each replaces the first property of the schema's answer (the first with an
+`enum` for json_off_enum).
 
 Deterministic trigger: a last user message containing `[[fault:KIND]]` always gets that
 fault; `[[fault:KIND:N]]` gets it the first N times that exact message is seen, then a
@@ -26,7 +31,18 @@ from collections.abc import Mapping
 
 from localdev.openai_emulator.answers import sha256_hex
 
-FAULT_KINDS = ("500", "503", "429", "timeout", "drop", "content_filter", "context_length", "invalid_json")
+MALFORMED_JSON_KINDS = ("json_nan", "json_deep", "json_huge_int", "json_off_enum")
+FAULT_KINDS = (
+    "500",
+    "503",
+    "429",
+    "timeout",
+    "drop",
+    "content_filter",
+    "context_length",
+    "invalid_json",
+    *MALFORMED_JSON_KINDS,
+)
 _MARKER = re.compile(r"\[\[fault:([a-z0-9_]+)(?::(\d+))?\]\]")
 
 

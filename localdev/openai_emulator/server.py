@@ -12,7 +12,8 @@ fault or the answer (localdev.openai_emulator.answers).
 Latency: `latency_ms` (mean) plus or minus up to `jitter_ms` (uniform), before answering.
 
 Every response carries `x-ratelimit-remaining-requests`, `x-ratelimit-remaining-tokens`
-and an `apim-request-id`. The control API is localdev.control's, under `/_emulator`.
+and an `apim-request-id`. The control API is localdev.control's, under `/_emulator`, and requires
+`X-IDENTITY-HEADER: <control_header>` (the stack passes its IDENTITY_HEADER).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from localdev.control import add_control_routes
-from localdev.openai_emulator.answers import completion
+from localdev.openai_emulator.answers import completion, malformed_answer
 from localdev.openai_emulator.auth import TokenVerifier, check_credential, credential_kind
 from localdev.openai_emulator.chat import BadRequestError, ChatRequest, chat_request, parse_body
 from localdev.openai_emulator.config import EmulatorConfig
@@ -41,7 +43,7 @@ from localdev.openai_emulator.errors import (
     context_length_body,
     throttle_body,
 )
-from localdev.openai_emulator.faults import FaultDraw
+from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS, FaultDraw
 from localdev.openai_emulator.models import profile_for, reasoning_tokens, rejected
 from localdev.openai_emulator.quota import Quotas
 from localdev.openai_emulator.stats import Stats
@@ -51,7 +53,9 @@ CONTROL_PREFIX = "/_emulator"  # localdev.control's routes
 
 
 class OpenAIEmulator:
-    def __init__(self, jwks_url: str, config: EmulatorConfig | None = None) -> None:
+    def __init__(self, jwks_url: str, config: EmulatorConfig | None = None, control_header: str | None = None) -> None:
+        # What the control API requires in X-IDENTITY-HEADER: the stack's IDENTITY_HEADER, or a random value.
+        self.control_header = control_header or secrets.token_urlsafe(32)
         self.config = config or EmulatorConfig()
         self.config.validate()
         self.verifier = TokenVerifier(jwks_url)
@@ -65,7 +69,7 @@ class OpenAIEmulator:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/openai/v1/chat/completions", self._chat)
-        add_control_routes(app, CONTROL_PREFIX, self)
+        add_control_routes(app, CONTROL_PREFIX, self, self.control_header)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
@@ -180,6 +184,8 @@ class OpenAIEmulator:
             return self._answer(chat)
         if fault == "invalid_json":
             return self._answer(chat, content='Sure! Here is the JSON: {"category": ')
+        if fault in MALFORMED_JSON_KINDS:
+            return self._answer(chat, content=malformed_answer(chat, fault))
         # "drop": abort the TCP connection, so the client sees a reset with no response.
         if request.transport is not None:
             request.transport.abort()

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from localdev.ports import spawn
+from localdev.private_files import open_private_log
 from processing.core.settings import APP_ROOT
 
 READY_LINE = b'{"ready": "runner"'
@@ -86,7 +87,7 @@ class RunnerProcess:
 
     def _pump(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
-        with self.log_path.open("ab") as log:
+        with open_private_log(self.log_path) as log:
             for line in process.stdout:
                 log.write(line)
                 log.flush()

@@ -14,7 +14,6 @@ the process remembers the family of that deployment, so later rows never see tha
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
 from processing.core import model_family
+from processing.core.answers import parse_answer
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
 from processing.core.model_family import Family
 from processing.core.pipelines import Pipeline, PipelineError
@@ -294,12 +294,7 @@ async def _complete_once(
             "raise max_tokens in the pipeline",
             code="length",
         )
-    try:
-        value = json.loads(content)
-    except json.JSONDecodeError:
-        raise RowError(f"the answer is not valid JSON: {content[:200]!r}", code="invalid_json") from None
-    if not isinstance(value, dict):
-        raise RowError(f"the answer is JSON but not an object: {content[:200]!r}", code="invalid_json")
+    value = parse_answer(content, pipeline.output.schema)  # strict JSON, checked against the schema
     return Answer(value, prompt_tokens, completion_tokens, reasoning_tokens), raw.headers
 
 

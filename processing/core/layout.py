@@ -31,7 +31,7 @@ OUTPUT_CONTAINER = "output"
 JOBS_CONTAINER = "jobs"
 
 # Queues.
-UPLOADS_QUEUE = "uploads"  # BlobCreated events from Event Grid (or `rowsmith submit` locally)
+UPLOADS_QUEUE = "uploads"  # BlobCreated events from Event Grid (locally: localdev/event_grid)
 ROWS_QUEUE = "rows"  # row messages, one or more rows each
 FINALIZE_QUEUE = "finalize"  # self-rescheduling completion check per job
 POISON_SUFFIX = "-poison"  # the Functions host's poison queue naming

@@ -167,29 +167,3 @@ class BlobCreated:
             content_length=data.get("contentLength"),
             api=str(data.get("api", "")),
         )
-
-    @staticmethod
-    def make_event(*, url: str, container: str, blob: str, etag: str, size: int, api: str = "PutBlob") -> str:
-        """The event Event Grid would raise (used by `rowsmith submit` against the local stack)."""
-        import uuid
-        from datetime import UTC, datetime
-
-        return json.dumps(
-            {
-                "id": str(uuid.uuid4()),
-                "eventType": "Microsoft.Storage.BlobCreated",
-                "subject": f"/blobServices/default/containers/{container}/blobs/{blob}",
-                "eventTime": datetime.now(UTC).isoformat(),
-                "dataVersion": "",
-                "metadataVersion": "1",
-                "topic": "local",
-                "data": {
-                    "api": api,
-                    "url": url,
-                    "eTag": etag,
-                    "contentLength": size,
-                    "contentType": "text/csv",
-                    "blobType": "BlockBlob",
-                },
-            }
-        )

@@ -48,7 +48,7 @@ class Record:
             data["error"] = self.error
             data["code"] = self.code
         # ensure_ascii keeps every control character escaped, so one record is one line.
-        return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
@@ -64,7 +64,13 @@ class Record:
         )
 
 
+def _no_constant(name: str) -> None:
+    return None
+
+
 def parse_lines(data: bytes) -> Iterator[Record]:
     for line in data.splitlines():
         if line.strip():
-            yield Record.from_json(json.loads(line))
+            # A record appended before answers were parsed strictly may hold NaN or Infinity:
+            # read as null, so the results written from it stay JSON.
+            yield Record.from_json(json.loads(line, parse_constant=_no_constant))

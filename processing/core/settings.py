@@ -176,23 +176,23 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         attribute="openai_max_retries",
         parse=whole(minimum=0),
     ),
-    Setting(
-        "AZURE_OPENAI_RPM",
-        "Requests per minute one instance may send, for pipelines without `rpm` (0: not paced; "
-        "429s still slow it down). The Bicep sets the deployment's whole quota.",
-        default=0,
-        attribute="openai_rpm",
-        parse=whole(minimum=0),
-        azure=True,
-    ),
-    Setting(
-        "AZURE_OPENAI_TPM",
-        "Tokens per minute (prompt + completion budget, reasoning included) one instance may send, for pipelines "
-        "without `tpm`.",
-        default=0,
-        attribute="openai_tpm",
-        parse=whole(minimum=0),
-        azure=True,
+    # The two per-minute budgets of one instance: 0 is not paced, the Bicep sets the deployment's quota.
+    *(
+        Setting(name, description, default=0, attribute=attribute, parse=whole(minimum=0), azure=True)
+        for name, attribute, description in (
+            (
+                "AZURE_OPENAI_RPM",
+                "openai_rpm",
+                "Requests per minute one instance may send, for pipelines without `rpm` (0: not paced; "
+                "429s still slow it down). The Bicep sets the deployment's whole quota.",
+            ),
+            (
+                "AZURE_OPENAI_TPM",
+                "openai_tpm",
+                "Tokens per minute (prompt + completion budget, reasoning included) one instance may send, for "
+                "pipelines without `tpm`.",
+            ),
+        )
     ),
     Setting(
         "IDENTITY_ENDPOINT",

@@ -33,7 +33,7 @@ class RowCode(StrEnum):
     CONTEXT_LENGTH = "context_length_exceeded"  # the prompt does not fit the model's window
     BAD_REQUEST = "bad_request"  # any other 400
     LENGTH = "length"  # a JSON answer cut off at max_tokens
-    INVALID_JSON = "invalid_json"  # a schema pipeline's answer was not a JSON object, every try
+    INVALID_JSON = "invalid_json"  # a schema pipeline's answer was not strict JSON matching its schema, every try
     CONFIG = "config"  # a job-level configuration error met while this row was processed
     TRANSIENT = "transient"  # 5xx, timeouts or connection errors on every attempt
     POISON = "poison"  # the worker crashed or timed out on every attempt

@@ -40,7 +40,10 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 
 
 def json_line(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, ensure_ascii=False).translate(_LINE_BREAKS).encode() + b"\n"
+    # allow_nan=False: NaN/Infinity are not JSON, and a .results.jsonl must stay readable by any
+    # JSON reader. Answers are parsed strictly (processing/core/answers.py) and shard records read
+    # NaN as null (records.py), so this raises only if a new path lets one in.
+    return json.dumps(data, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS).encode() + b"\n"
 
 
 def _cell_text(value: Any) -> str:

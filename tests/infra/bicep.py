@@ -1,7 +1,8 @@
 """Reading the Bicep in infra/ without a Bicep compiler.
 
 Two parsers, two jobs: tree-sitter-bicep knows current Bicep fully and is the syntax gate;
-pycep-parser (the version checkov uses) turns a file into JSON-like dicts for assertions.
+pycep-parser (the version checkov uses) turns a file into JSON-like dicts for assertions,
+read and walked by infra/policies/rowsmith_template.py, the module our checkov policies use.
 pycep renders an identifier and a string literal alike (both are Python strings), so
 `resolve` looks a bare string up among the template's variables and parameters first.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import tree_sitter_bicep
-from pycep import BicepParser
 from tree_sitter import Language, Node, Parser
+
+from infra.policies import rowsmith_template
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -63,18 +65,8 @@ def syntax_errors(path: Path) -> list[str]:
 # ---- assertions (pycep) ----
 
 
-@functools.cache
-def _pycep() -> BicepParser:
-    return BicepParser()
-
-
-@functools.cache
-def _parse_cached(path: Path) -> Template:
-    return _pycep().parse(file_path=path)
-
-
 def parse(path: Path) -> Template:
-    return _parse_cached(path.resolve())
+    return rowsmith_template.template(str(path.resolve()))
 
 
 @dataclass(frozen=True)
@@ -89,23 +81,9 @@ class Resource:
     loop: dict[str, Any] | None = None
 
 
-def _unwrap(config: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
-    # pycep nests `= if (...) {...}` and `= [for ...: {...}]` one level deeper.
-    if "loop_type" in config:
-        return config["config"], config.get("condition"), config["loop_type"]
-    if set(config) == {"condition", "config"}:
-        return config["config"], config["condition"], None
-    return config, None, None
-
-
 def resources(path: Path, type_: str | None = None) -> list[Resource]:
-    found = []
-    for symbol, res in parse(path).get("resources", {}).items():
-        if type_ is not None and res["type"] != type_:
-            continue
-        body, condition, loop = _unwrap(res["config"])
-        found.append(Resource(path, symbol, res["type"], res["api_version"], res["existing"], body, condition, loop))
-    return found
+    found = rowsmith_template.resources(parse(path))
+    return [Resource(path, symbol, **res) for symbol, res in found.items() if type_ in (None, res["type"])]
 
 
 def all_resources(type_: str | None = None) -> list[Resource]:
@@ -191,15 +169,7 @@ def is_ref(expr: Any, *path: str) -> bool:
     """True when `expr` is the property chain `a.b.c` (pycep's nested property_accessor)."""
     if len(path) == 1:
         return expr == path[0]
-    if not (isinstance(expr, dict) and dig_safe(expr, "operator", "type") == "property_accessor"):
+    if not (isinstance(expr, dict) and rowsmith_template.lookup(expr, "operator", "type") == "property_accessor"):
         return False
     operands = expr["operator"]["operands"]
     return operands["operand_1"] == path[0] and is_ref(operands["operand_2"], *path[1:])
-
-
-def dig_safe(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj

@@ -14,25 +14,12 @@ from typing import Any
 
 import yaml
 
+from localdev.event_grid.subscription import CSV_UPLOADS
 from processing.core import layout
 from processing.core.settings import SETTINGS_REFERENCE
 from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE
-from tests.infra.bicep import (
-    INFRA,
-    MAIN,
-    REPO,
-    all_resources,
-    dig,
-    is_ref,
-    module_file,
-    module_params,
-    module_scope,
-    only,
-    parse,
-    resolve,
-    resources,
-    variables,
-)
+from tests.infra import bicep
+from tests.infra.bicep import INFRA, MAIN, REPO
 from tests.infra.roles import DEAD_LETTER_CONTAINER, HOST_CONTAINERS
 from tests.infra.roles import DEPLOYMENT_CONTAINER as DEPLOYMENT_CONTAINER_NAME
 
@@ -69,24 +56,28 @@ INFRA_CONTAINERS = {
 
 def _storage_names() -> tuple[list[str], list[str]]:
     """Containers and queues main.bicep asks the storage module to create."""
-    storage_file = module_file("storage")
-    containers = only(resources(storage_file, "Microsoft.Storage/storageAccounts/blobServices/containers"), "loop")
-    queues = only(resources(storage_file, "Microsoft.Storage/storageAccounts/queueServices/queues"), "loop")
+    storage_file = bicep.module_file("storage")
+    containers = bicep.only(
+        bicep.resources(storage_file, "Microsoft.Storage/storageAccounts/blobServices/containers"), "loop"
+    )
+    queues = bicep.only(bicep.resources(storage_file, "Microsoft.Storage/storageAccounts/queueServices/queues"), "loop")
     # The module makes one container per item of `containers` and one queue per `queues`.
     for loop, param in ((containers, "containers"), (queues, "queues")):
         assert loop.loop is not None and loop.loop["detail"]["array_name"] == param
         assert loop.body["name"] == loop.loop["detail"]["item_name"]
-    params = module_params("storage")
+    params = bicep.module_params("storage")
     return params["containers"], params["queues"]
 
 
 def _app_settings() -> dict[str, Any]:
-    app = only([r for r in resources(module_file("functionApp"), "Microsoft.Web/sites") if not r.existing], "app")
-    settings = dig(app.body, "properties", "siteConfig", "appSettings")
+    app = bicep.only(
+        [r for r in bicep.resources(bicep.module_file("functionApp"), "Microsoft.Web/sites") if not r.existing], "app"
+    )
+    settings = bicep.dig(app.body, "properties", "siteConfig", "appSettings")
     names_ = [s["name"] for s in settings]
     assert len(names_) == len(set(names_)), f"duplicate app settings: {names_}"
     # No other place may set app settings (a sites/config 'appsettings' would replace these).
-    assert not all_resources("Microsoft.Web/sites/config")
+    assert not bicep.all_resources("Microsoft.Web/sites/config")
     return {s["name"]: s["value"] for s in settings}
 
 
@@ -136,19 +127,19 @@ def test_containers_match_the_code() -> None:
 
 def test_host_and_dead_letter_containers_are_the_ones_their_roles_name() -> None:
     assert set(HOST_CONTAINERS) | {DEAD_LETTER_CONTAINER} == set(INFRA_CONTAINERS)
-    rbac = module_params("rbac")
+    rbac = bicep.module_params("rbac")
     assert rbac["hostContainers"] == list(HOST_CONTAINERS)
     assert rbac["deadLetterContainer"] == DEAD_LETTER_CONTAINER
     assert sorted(rbac["appContainers"]) == sorted(layout.ALL_CONTAINERS)
     assert sorted(rbac["appQueues"]) == sorted(layout.ALL_QUEUES)
     assert rbac["uploadsQueue"] == layout.UPLOADS_QUEUE
-    assert rbac["deploymentContainer"] == module_params("functionApp")["deploymentContainerName"]
-    assert module_params("blobCreated")["deadLetterContainerName"] == DEAD_LETTER_CONTAINER
+    assert rbac["deploymentContainer"] == bicep.module_params("functionApp")["deploymentContainerName"]
+    assert bicep.module_params("blobCreated")["deadLetterContainerName"] == DEAD_LETTER_CONTAINER
 
 
 def test_deployment_package_container_is_the_one_flex_reads() -> None:
     containers, _ = _storage_names()
-    deployment = module_params("functionApp")["deploymentContainerName"]
+    deployment = bicep.module_params("functionApp")["deploymentContainerName"]
     assert DEPLOYMENT_CONTAINER.match(deployment)
     assert deployment in containers
 
@@ -180,17 +171,34 @@ def test_host_poison_queues_exist() -> None:
         assert queue + layout.POISON_SUFFIX in queues
 
 
+def _csv_subscription() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event subscription's properties and the names visible in its module."""
+    scope = bicep.module_scope("blobCreated")
+    sub = bicep.only(
+        bicep.resources(bicep.module_file("blobCreated"), "Microsoft.EventGrid/systemTopics/eventSubscriptions"),
+        "subscription",
+    )
+    return sub.body["properties"], scope
+
+
 def test_event_grid_feeds_the_uploads_queue_from_the_input_container() -> None:
-    scope = module_scope("blobCreated")
+    props, scope = _csv_subscription()
     assert scope["queueName"] == layout.UPLOADS_QUEUE
     assert scope["inputContainerName"] == layout.INPUT_CONTAINER
-    sub = only(
-        resources(module_file("blobCreated"), "Microsoft.EventGrid/systemTopics/eventSubscriptions"), "subscription"
-    )
-    filt = resolve(sub.body["properties"]["filter"], scope)
+    filt = bicep.resolve(props["filter"], scope)
     assert filt["subjectBeginsWith"] == f"/blobServices/default/containers/{layout.INPUT_CONTAINER}/"
-    destination = sub.body["properties"]["deliveryWithResourceIdentity"]["destination"]["properties"]
-    assert resolve(destination["queueName"], scope) == layout.UPLOADS_QUEUE
+    destination = props["deliveryWithResourceIdentity"]["destination"]["properties"]
+    assert bicep.resolve(destination["queueName"], scope) == layout.UPLOADS_QUEUE
+
+
+def test_the_local_event_grid_applies_the_bicep_subscription() -> None:
+    """localdev's Event Grid (what `rowsmith local up` and the tests run) filters and delivers as Azure's."""
+    props, scope = _csv_subscription()
+    assert CSV_UPLOADS.bicep_filter() == bicep.resolve(props["filter"], scope)
+    assert props["eventDeliverySchema"] == "EventGridSchema"  # the schema localdev.event_grid.events builds
+    destination = bicep.resolve(props["deliveryWithResourceIdentity"]["destination"]["properties"], scope)
+    assert destination["queueName"] == CSV_UPLOADS.queue_name
+    assert destination["queueMessageTimeToLiveInSeconds"] == CSV_UPLOADS.queue_message_ttl_seconds
 
 
 # ---- app settings and connections ----
@@ -243,7 +251,7 @@ def test_app_settings_point_at_the_deployed_resources() -> None:
         "APPLICATIONINSIGHTS_CONNECTION_STRING": ("appInsights", "properties", "ConnectionString"),
     }
     for name, ref in expected.items():
-        assert is_ref(settings[name], *ref), f"{name} = {settings[name]!r}"
+        assert bicep.is_ref(settings[name], *ref), f"{name} = {settings[name]!r}"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
     assert settings["AZURE_OPENAI_ENDPOINT"] == "openAiEndpoint"
     assert settings["AZURE_OPENAI_DEPLOYMENT"] == "openAiDeploymentName"
@@ -253,7 +261,7 @@ def test_app_settings_point_at_the_deployed_resources() -> None:
 def test_default_api_version_matches_the_app() -> None:
     from processing.core.settings import DEFAULT_API_VERSION
 
-    assert parse(MAIN)["parameters"]["openAiApiVersion"]["default"] == DEFAULT_API_VERSION
+    assert bicep.parse(MAIN)["parameters"]["openAiApiVersion"]["default"] == DEFAULT_API_VERSION
 
 
 # ---- azd: azure.yaml, parameters, outputs ----
@@ -267,16 +275,18 @@ def test_azure_yaml_deploys_this_folder_as_the_tagged_function_app() -> None:
     service_name, service = next(iter(services.items()))
     assert service == {"project": ".", "language": "python", "host": "function"}
     # azd finds the app by its azd-service-name tag.
-    assert variables(MAIN)["serviceName"] == service_name
-    assert module_params("functionApp")["serviceName"] == service_name
-    app = only([r for r in resources(module_file("functionApp"), "Microsoft.Web/sites") if not r.existing], "app")
+    assert bicep.variables(MAIN)["serviceName"] == service_name
+    assert bicep.module_params("functionApp")["serviceName"] == service_name
+    app = bicep.only(
+        [r for r in bicep.resources(bicep.module_file("functionApp"), "Microsoft.Web/sites") if not r.existing], "app"
+    )
     tags = app.body["tags"]["function"]
     assert tags["type"] == "union"
     assert list(tags["parameters"].values()) == ["tags", {"'azd-service-name'": "serviceName"}]
 
 
 def test_every_tracked_resource_carries_the_azd_env_tag() -> None:
-    assert variables(MAIN)["tags"] == {"'azd-env-name'": "environmentName"}
+    assert bicep.variables(MAIN)["tags"] == {"'azd-env-name'": "environmentName"}
     tracked = {
         "Microsoft.Resources/resourceGroups",
         "Microsoft.Storage/storageAccounts",
@@ -287,13 +297,13 @@ def test_every_tracked_resource_carries_the_azd_env_tag() -> None:
         "Microsoft.Web/sites",
         "Microsoft.EventGrid/systemTopics",
     }
-    found = [r for r in all_resources() if r.type in tracked and not r.existing]
+    found = [r for r in bicep.all_resources() if r.type in tracked and not r.existing]
     assert {r.type for r in found} == tracked
     for res in found:
         tags = res.body.get("tags")
-        assert tags == "tags" or dig(tags, "function", "parameters", "arg_1") == "tags", f"{res.symbol}: {tags!r}"
-    for name, mod in parse(MAIN)["modules"].items():
-        params = parse(module_file(name)).get("parameters", {})
+        assert tags == "tags" or bicep.dig(tags, "function", "parameters", "arg_1") == "tags", f"{res.symbol}: {tags!r}"
+    for name, mod in bicep.parse(MAIN)["modules"].items():
+        params = bicep.parse(bicep.module_file(name)).get("parameters", {})
         if "tags" in params:
             assert mod["config"]["params"]["tags"] == "tags", name
 
@@ -301,18 +311,18 @@ def test_every_tracked_resource_carries_the_azd_env_tag() -> None:
 def test_names_come_from_the_abbreviations_file() -> None:
     abbrs = json.loads((INFRA / "abbreviations.json").read_text())
     used = set()
-    for mod in parse(MAIN)["modules"].values():
+    for mod in bicep.parse(MAIN)["modules"].values():
         for value in mod["config"]["params"].values():
             if isinstance(value, str):
                 used |= set(re.findall(r"\$\{abbrs\.(\w+)\}\$\{resourceToken\}", value))
-    rg = only(resources(MAIN, "Microsoft.Resources/resourceGroups"), "resource group")
+    rg = bicep.only(bicep.resources(MAIN, "Microsoft.Resources/resourceGroups"), "resource group")
     assert rg.body["name"] == "${abbrs.resourcesResourceGroups}${environmentName}"
     used.add("resourcesResourceGroups")
     assert used == set(abbrs), f"unused or unknown abbreviations: {used ^ set(abbrs)}"
-    token = dig(variables(MAIN)["resourceToken"], "function", "parameters", "string_to_change", "function")
+    token = bicep.dig(bicep.variables(MAIN)["resourceToken"], "function", "parameters", "string_to_change", "function")
     assert token["type"] == "unique_string"
     assert list(token["parameters"].values())[1:] == ["environmentName", "location"]
-    assert dig(token, "parameters", "base_string", "function") == {
+    assert bicep.dig(token, "parameters", "base_string", "function") == {
         "type": "subscription",
         "parameters": {"subscription_id": None},
         "property_name": "id",
@@ -320,7 +330,7 @@ def test_names_come_from_the_abbreviations_file() -> None:
 
 
 def test_parameters_file_covers_main_parameters() -> None:
-    declared = parse(MAIN)["parameters"]
+    declared = bicep.parse(MAIN)["parameters"]
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert set(given) <= set(declared)
     required = {name for name, param in declared.items() if "default" not in param}
@@ -331,8 +341,8 @@ def test_parameters_file_covers_main_parameters() -> None:
 
 
 def test_outputs_give_azd_and_the_cli_what_they_need() -> None:
-    outputs = parse(MAIN)["outputs"]
-    scope = variables(MAIN)
+    outputs = bicep.parse(MAIN)["outputs"]
+    scope = bicep.variables(MAIN)
     required = {
         "AZURE_RESOURCE_GROUP",
         "AZURE_FUNCTION_APP_NAME",
@@ -352,7 +362,7 @@ def test_outputs_give_azd_and_the_cli_what_they_need() -> None:
         "AZURE_STORAGE_FINALIZE_QUEUE": layout.FINALIZE_QUEUE,
     }
     for output, value in named.items():
-        assert resolve(outputs[output]["value"], scope) == value, output
+        assert bicep.resolve(outputs[output]["value"], scope) == value, output
 
 
 def test_the_app_the_emulator_and_the_bicep_default_to_the_same_model_and_api_version() -> None:

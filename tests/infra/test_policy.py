@@ -12,23 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from processing.core import layout
-from tests.infra.bicep import (
-    INFRA,
-    MAIN,
-    Resource,
-    all_resources,
-    bicep_files,
-    dig,
-    is_ref,
-    module,
-    module_params,
-    module_scope,
-    only,
-    parse,
-    resolve,
-    resources,
-    variables,
-)
+from tests.infra import bicep
+from tests.infra.bicep import INFRA, MAIN, Resource
 from tests.infra.roles import (
     ACCOUNT,
     DEAD_LETTER_CONTAINER,
@@ -45,9 +30,9 @@ SECRET_NAME = re.compile(r"key|secret|password|passwd|connectionstring|token|sas
 
 
 def _literal_property(type_: str, *path: str) -> list[object]:
-    found = [r for r in all_resources(type_) if not r.existing]
+    found = [r for r in bicep.all_resources(type_) if not r.existing]
     assert found, f"no {type_} in infra/"
-    return [dig(r.body, "properties", *path) for r in found]
+    return [bicep.dig(r.body, "properties", *path) for r in found]
 
 
 # ---- keyless resources ----
@@ -63,18 +48,20 @@ def test_storage_accepts_no_keys_and_no_anonymous_access() -> None:
 
 def test_containers_are_private() -> None:
     containers = [
-        r for r in all_resources("Microsoft.Storage/storageAccounts/blobServices/containers") if not r.existing
+        r for r in bicep.all_resources("Microsoft.Storage/storageAccounts/blobServices/containers") if not r.existing
     ]
     assert containers
-    assert all(dig(c.body, "properties", "publicAccess") == "None" for c in containers)
+    assert all(bicep.dig(c.body, "properties", "publicAccess") == "None" for c in containers)
 
 
 def test_openai_accepts_only_entra_tokens() -> None:
     assert _literal_property("Microsoft.CognitiveServices/accounts", "disableLocalAuth") == [True]
-    account = only([r for r in all_resources("Microsoft.CognitiveServices/accounts") if not r.existing], "account")
+    account = bicep.only(
+        [r for r in bicep.all_resources("Microsoft.CognitiveServices/accounts") if not r.existing], "account"
+    )
     assert account.body["kind"] == "OpenAI"
     # Entra token authentication needs the custom subdomain endpoint.
-    assert dig(account.body, "properties", "customSubDomainName") == "name"
+    assert bicep.dig(account.body, "properties", "customSubDomainName") == "name"
 
 
 def test_monitoring_accepts_only_entra_tokens() -> None:
@@ -83,40 +70,42 @@ def test_monitoring_accepts_only_entra_tokens() -> None:
 
 
 def test_function_app_uses_its_system_identity_for_everything() -> None:
-    app = only([r for r in all_resources("Microsoft.Web/sites") if not r.existing], "function app")
+    app = bicep.only([r for r in bicep.all_resources("Microsoft.Web/sites") if not r.existing], "function app")
     assert app.body["kind"] == "functionapp,linux"
-    assert dig(app.body, "identity", "type") == "SystemAssigned"
-    config = dig(app.body, "properties", "functionAppConfig")
-    storage = dig(config, "deployment", "storage")
+    assert bicep.dig(app.body, "identity", "type") == "SystemAssigned"
+    config = bicep.dig(app.body, "properties", "functionAppConfig")
+    storage = bicep.dig(config, "deployment", "storage")
     assert storage["type"] == "blobContainer"
-    assert dig(storage, "authentication") == {"type": "SystemAssignedIdentity"}
-    assert dig(config, "runtime") == {"name": "python", "version": "3.11"}
-    assert dig(config, "scaleAndConcurrency") == {
+    assert bicep.dig(storage, "authentication") == {"type": "SystemAssignedIdentity"}
+    assert bicep.dig(config, "runtime") == {"name": "python", "version": "3.11"}
+    assert bicep.dig(config, "scaleAndConcurrency") == {
         "maximumInstanceCount": "maximumInstanceCount",
         "instanceMemoryMB": "instanceMemoryMB",
     }
-    assert dig(app.body, "properties", "httpsOnly") is True
-    assert dig(app.body, "properties", "siteConfig", "ftpsState") == "Disabled"
+    assert bicep.dig(app.body, "properties", "httpsOnly") is True
+    assert bicep.dig(app.body, "properties", "siteConfig", "ftpsState") == "Disabled"
 
 
 def test_function_app_runs_on_flex_consumption() -> None:
-    plan = only(all_resources("Microsoft.Web/serverfarms"), "plan")
+    plan = bicep.only(bicep.all_resources("Microsoft.Web/serverfarms"), "plan")
     assert plan.body["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
-    assert dig(plan.body, "properties", "reserved") is True  # Linux
+    assert bicep.dig(plan.body, "properties", "reserved") is True  # Linux
 
 
 def test_basic_auth_publishing_is_off() -> None:
-    policies = all_resources("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    policies = bicep.all_resources("Microsoft.Web/sites/basicPublishingCredentialsPolicies")
     assert {p.body["name"] for p in policies} == {"ftp", "scm"}
-    assert all(dig(p.body, "properties", "allow") is False for p in policies)
+    assert all(bicep.dig(p.body, "properties", "allow") is False for p in policies)
 
 
 def test_event_grid_delivers_with_its_own_identity_to_a_queue() -> None:
-    topic = only([r for r in all_resources("Microsoft.EventGrid/systemTopics") if not r.existing], "system topic")
-    assert dig(topic.body, "identity", "type") == "SystemAssigned"
-    assert dig(topic.body, "properties", "topicType") == "Microsoft.Storage.StorageAccounts"
+    topic = bicep.only(
+        [r for r in bicep.all_resources("Microsoft.EventGrid/systemTopics") if not r.existing], "system topic"
+    )
+    assert bicep.dig(topic.body, "identity", "type") == "SystemAssigned"
+    assert bicep.dig(topic.body, "properties", "topicType") == "Microsoft.Storage.StorageAccounts"
 
-    sub = only(all_resources("Microsoft.EventGrid/systemTopics/eventSubscriptions"), "event subscription")
+    sub = bicep.only(bicep.all_resources("Microsoft.EventGrid/systemTopics/eventSubscriptions"), "event subscription")
     props = sub.body["properties"]
     # No plain `destination`: that would be a webhook or a key-based delivery.
     assert "destination" not in props
@@ -152,37 +141,38 @@ REQUIRED_LOGS = {
 
 
 def test_diagnostic_settings_send_the_required_logs_to_the_workspace() -> None:
-    monitored = [r for r in all_resources() if r.type in REQUIRED_LOGS and not r.existing]
+    monitored = [r for r in bicep.all_resources() if r.type in REQUIRED_LOGS and not r.existing]
     assert {r.type for r in monitored} == set(REQUIRED_LOGS)
     for res in monitored:
-        settings = [d for d in resources(res.file, DIAGNOSTICS) if d.body.get("scope") == res.symbol]
-        setting = only(settings, f"diagnostic setting of {res.symbol}")
+        settings = [d for d in bicep.resources(res.file, DIAGNOSTICS) if d.body.get("scope") == res.symbol]
+        setting = bicep.only(settings, f"diagnostic setting of {res.symbol}")
         assert setting.condition is None and setting.api_version == "2021-05-01-preview"
         logs = {log["category"] for log in setting.body["properties"]["logs"] if log["enabled"] is True}
         assert logs == REQUIRED_LOGS[res.type], res.symbol
         assert setting.body["properties"]["workspaceId"] == "logAnalyticsWorkspaceId"
     for name in ("storage", "openAi", "functionApp"):
-        param = module(name)["config"]["params"]["logAnalyticsWorkspaceId"]
-        assert is_ref(param, "monitoring", "outputs", "logAnalyticsId"), name
+        param = bicep.module(name)["config"]["params"]["logAnalyticsWorkspaceId"]
+        assert bicep.is_ref(param, "monitoring", "outputs", "logAnalyticsId"), name
 
 
 def test_previous_blob_versions_are_kept_and_then_deleted() -> None:
-    service = only(
-        [r for r in all_resources("Microsoft.Storage/storageAccounts/blobServices") if not r.existing], "blob service"
+    service = bicep.only(
+        [r for r in bicep.all_resources("Microsoft.Storage/storageAccounts/blobServices") if not r.existing],
+        "blob service",
     )
-    assert dig(service.body, "properties", "isVersioningEnabled") is True
-    policy = only(all_resources("Microsoft.Storage/storageAccounts/managementPolicies"), "lifecycle policy")
-    assert policy.body["parent"] == dig(service.body, "parent")
-    rule = only(dig(policy.body, "properties", "policy", "rules"), "lifecycle rule")
+    assert bicep.dig(service.body, "properties", "isVersioningEnabled") is True
+    policy = bicep.only(bicep.all_resources("Microsoft.Storage/storageAccounts/managementPolicies"), "lifecycle policy")
+    assert policy.body["parent"] == bicep.dig(service.body, "parent")
+    rule = bicep.only(bicep.dig(policy.body, "properties", "policy", "rules"), "lifecycle rule")
     assert rule["enabled"] is True and rule["type"] == "Lifecycle"
-    assert dig(rule, "definition", "actions") == {
+    assert bicep.dig(rule, "definition", "actions") == {
         "version": {"delete": {"daysAfterCreationGreaterThan": "blobVersionRetentionDays"}}
     }
-    assert module_params("storage")["blobVersionRetentionDays"] == "blobVersionRetentionDays"
+    assert bicep.module_params("storage")["blobVersionRetentionDays"] == "blobVersionRetentionDays"
 
 
 def test_undeliverable_events_are_dead_lettered_with_the_topics_identity() -> None:
-    sub = only(all_resources("Microsoft.EventGrid/systemTopics/eventSubscriptions"), "event subscription")
+    sub = bicep.only(bicep.all_resources("Microsoft.EventGrid/systemTopics/eventSubscriptions"), "event subscription")
     props = sub.body["properties"]
     assert "deadLetterDestination" not in props
     dead_letter = props["deadLetterWithResourceIdentity"]
@@ -202,18 +192,18 @@ def test_undeliverable_events_are_dead_lettered_with_the_topics_identity() -> No
 
 
 def _role_assignments() -> list[Resource]:
-    return all_resources(ROLE_ASSIGNMENT)
+    return bicep.all_resources(ROLE_ASSIGNMENT)
 
 
 def _scope_resources() -> dict[str, Resource]:
-    return {r.symbol: r for r in resources(RBAC) if r.existing}
+    return {r.symbol: r for r in bicep.resources(RBAC) if r.existing}
 
 
 def _scope_symbol_and_index(expr: Any) -> tuple[str, str | None]:
     """`scope: name` or `scope: name[i]` (one of a loop of existing resources)."""
     if isinstance(expr, str):
         return expr, None
-    operator = dig(expr, "operator")
+    operator = bicep.dig(expr, "operator")
     assert operator["type"] == "index_accessor", f"unexpected scope {expr!r}"
     return operator["operands"]["operand_1"], operator["operands"]["operand_2"]
 
@@ -229,7 +219,7 @@ def _scopes(ra: Resource) -> list[str]:
     if target.type.endswith(("/containers", "/queues")):
         service = _scope_resources()[target.body["parent"]]
         assert service.body["name"] == "default" and service.body["parent"] == "storage", ra.symbol
-    rbac = module_scope("rbac")
+    rbac = bicep.module_scope("rbac")
     if target.loop is not None:
         # A loop of assignments over the same array as the loop of scopes, index for index.
         detail = target.loop["detail"]
@@ -239,17 +229,17 @@ def _scopes(ra: Resource) -> list[str]:
         return [f"{kind} {name}" for name in rbac[detail["array_name"]]]
     assert index is None and ra.loop is None, ra.symbol
     if kind in ("container", "queue"):
-        return [f"{kind} {resolve(target.body['name'], rbac)}"]
+        return [f"{kind} {bicep.resolve(target.body['name'], rbac)}"]
     return [kind]
 
 
 def _assignments() -> list[tuple[Resource, str, tuple[str, str, str, str]]]:
     """(resource, role variable, (principal, principalType, role name, scope)) per assignment."""
-    role_vars = variables(RBAC)
+    role_vars = bicep.variables(RBAC)
     found = []
     for ra in _role_assignments():
         props = ra.body["properties"]
-        role_def = dig(props, "roleDefinitionId", "function")
+        role_def = bicep.dig(props, "roleDefinitionId", "function")
         assert role_def["type"] == "subscription_resource_id"
         assert role_def["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
         role_var = role_def["parameters"]["resource_name_1"]
@@ -292,8 +282,8 @@ def test_event_grid_may_send_to_the_uploads_queue_only() -> None:
 
 
 def test_every_role_scope_is_created_by_the_storage_module() -> None:
-    containers = set(module_params("storage")["containers"])
-    queues = set(module_params("storage")["queues"])
+    containers = set(bicep.module_params("storage")["containers"])
+    queues = set(bicep.module_params("storage")["queues"])
     for _, _, (_, _, _, scope) in _assignments():
         kind, _, name = scope.partition(" ")
         if kind == "container":
@@ -304,7 +294,7 @@ def test_every_role_scope_is_created_by_the_storage_module() -> None:
 
 def test_role_assignment_names_are_guid_of_scope_principal_and_role() -> None:
     for ra, role_var, _ in _assignments():
-        name = dig(ra.body, "name", "function")
+        name = bicep.dig(ra.body, "name", "function")
         assert name["type"] == "guid"
         scope_id = {
             "operator": {"type": "property_accessor", "operands": {"operand_1": ra.body["scope"], "operand_2": "id"}}
@@ -327,22 +317,22 @@ def test_user_assignments_are_skipped_without_a_principal_and_take_its_type() ->
 
 def test_principal_type_parameter_allows_what_azd_sets() -> None:
     for template, param in ((MAIN, "principalType"), (RBAC, "userPrincipalType")):
-        declared = parse(template)["parameters"][param]
+        declared = bicep.parse(template)["parameters"][param]
         assert declared["default"] == "User"
         allowed = next(d["argument"] for d in declared["decorators"] if d["type"] == "allowed")
         assert {"User", "ServicePrincipal"} <= set(allowed), template.name
 
 
 def test_rbac_receives_the_right_principals() -> None:
-    params = module("rbac")["config"]["params"]
+    params = bicep.module("rbac")["config"]["params"]
     for param, source in PRINCIPAL_SOURCES.items():
-        assert is_ref(params[param], *source), f"rbac.{param} must be {'.'.join(source)}"
-    assert parse(MAIN)["parameters"]["principalId"]["default"] == ""
+        assert bicep.is_ref(params[param], *source), f"rbac.{param} must be {'.'.join(source)}"
+    assert bicep.parse(MAIN)["parameters"]["principalId"]["default"] == ""
 
 
 def test_each_role_assignment_names_its_role_in_a_comment() -> None:
     lines = RBAC.read_text().splitlines()
-    role_vars = variables(RBAC)
+    role_vars = bicep.variables(RBAC)
     by_symbol = {ra.symbol: ra for ra in _role_assignments()}
     for number, line in enumerate(lines):
         match = re.match(r"resource (\w+) 'Microsoft\.Authorization/roleAssignments@", line)
@@ -370,7 +360,7 @@ def test_role_guid_variables_carry_the_role_name() -> None:
 
 
 def _infra_text_files() -> list[Path]:
-    return [*bicep_files(), INFRA / "main.parameters.json", INFRA.parent / "azure.yaml"]
+    return [*bicep.bicep_files(), INFRA / "main.parameters.json", INFRA.parent / "azure.yaml"]
 
 
 def test_no_key_listing_or_key_material_anywhere() -> None:
@@ -385,8 +375,8 @@ def test_no_key_listing_or_key_material_anywhere() -> None:
 
 
 def test_no_output_or_parameter_carries_a_secret() -> None:
-    for path in bicep_files():
-        template = parse(path)
+    for path in bicep.bicep_files():
+        template = bicep.parse(path)
         for name, output in template.get("outputs", {}).items():
             assert not SECRET_NAME.search(name), f"{path.name}: output {name} looks like a secret"
             decorators = {d["type"] for d in output.get("decorators", [])}

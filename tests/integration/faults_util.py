@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev import control
+from localdev.event_grid.events import blob_created_message
 from localdev.openai_emulator.config import EmulatorConfig
 from localdev.openai_emulator.faults import FAULT_KINDS
 from localdev.stack import Stack
@@ -35,7 +36,6 @@ from processing.adapters import clients as clients_module
 from processing.core import layout
 from processing.core.layout import ALL_QUEUES, INPUT_CONTAINER, JOBS_CONTAINER, UPLOADS_QUEUE
 from processing.core.manifest import Manifest
-from processing.core.messages import BlobCreated
 from processing.core.records import Record, parse_lines
 from processing.core.settings import APP_ROOT, get_settings
 from tests.integration.harness import RunnerProcess, app_settings, wait_state
@@ -97,22 +97,13 @@ class Workers:
 # --- storage ------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def queues(stack: Stack) -> AsyncIterator[QueueServiceClient]:
-    service = QueueServiceClient.from_connection_string(stack.connection_string)
-    try:
-        yield service
-    finally:
-        await service.close()
+# The aio clients close their transport on leaving `async with`: use them as `async with queues(stack) as service:`.
+def queues(stack: Stack) -> QueueServiceClient:
+    return QueueServiceClient.from_connection_string(stack.connection_string)
 
 
-@contextlib.asynccontextmanager
-async def blobs(stack: Stack) -> AsyncIterator[BlobServiceClient]:
-    service = BlobServiceClient.from_connection_string(stack.connection_string)
-    try:
-        yield service
-    finally:
-        await service.close()
+def blobs(stack: Stack) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(stack.connection_string)
 
 
 async def clear_queues(stack: Stack) -> None:
@@ -170,12 +161,15 @@ async def upload(stack: Stack, name: str, data: bytes) -> tuple[str, str]:
         blob = service.get_blob_client(INPUT_CONTAINER, name)
         etag = (await blob.upload_blob(data, overwrite=True))["etag"]
         url = blob.url
-    event = BlobCreated.make_event(url=url, container=INPUT_CONTAINER, blob=name, etag=etag, size=len(data))
+    event = blob_created_message(url=url, container=INPUT_CONTAINER, blob=name, etag=etag, size=len(data))
     return layout.job_id_for(url, etag), event
 
 
 async def submit(stack: Stack, name: str, data: bytes, *, events: int = 1) -> str:
-    """Upload and raise the BlobCreated event `events` times (Event Grid delivers at least once)."""
+    """Upload and raise the BlobCreated event `events` times (Event Grid delivers at least once).
+
+    The stack's local Event Grid raises the upload's event once more, a second or so later:
+    one more duplicate, which ingest ignores as it would Azure's."""
     job, event = await upload(stack, name, data)
     await send(stack, UPLOADS_QUEUE, *([event] * events))
     return job
@@ -216,11 +210,11 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
 
 
 async def emulator_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await control.call(stack.emulator_url, "POST", "/_emulator/config", changes)
+    return await control.call(stack.emulator_url, "POST", "/_emulator/config", changes, header=stack.identity_header)
 
 
 async def emulator_stats(stack: Stack) -> dict[str, Any]:
-    return await control.call(stack.emulator_url, "GET", "/_emulator/stats")
+    return await control.call(stack.emulator_url, "GET", "/_emulator/stats", header=stack.identity_header)
 
 
 async def reset_emulator(stack: Stack) -> None:
@@ -240,20 +234,20 @@ async def reset_emulator(stack: Stack) -> None:
         default_max_tokens=defaults.default_max_tokens,
         seed=defaults.seed,
     )
-    await control.call(stack.emulator_url, "POST", "/_emulator/reset")
+    await control.call(stack.emulator_url, "POST", "/_emulator/reset", header=stack.identity_header)
 
 
 async def identity_config(stack: Stack, **changes: Any) -> dict[str, Any]:
-    return await control.call(stack.identity_url, "POST", "/_identity/config", changes)
+    return await control.call(stack.identity_url, "POST", "/_identity/config", changes, header=stack.identity_header)
 
 
 async def identity_stats(stack: Stack) -> dict[str, Any]:
-    return await control.call(stack.identity_url, "GET", "/_identity/stats")
+    return await control.call(stack.identity_url, "GET", "/_identity/stats", header=stack.identity_header)
 
 
 async def reset_identity(stack: Stack) -> None:
     await identity_config(stack, failure_rate=0.0, expired=False, lifetime_seconds=3600)
-    await control.call(stack.identity_url, "POST", "/_identity/reset")
+    await control.call(stack.identity_url, "POST", "/_identity/reset", header=stack.identity_header)
 
 
 # --- waiting ------------------------------------------------------------------------------------

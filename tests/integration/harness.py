@@ -97,12 +97,11 @@ def local_target(stack: Stack) -> Target:
         return Target(
             BlobServiceClient(stack.blob_url, credential=credential, **options),
             QueueServiceClient(stack.queue_url, credential=credential, **options),
-            True,
             credential,
             "test stack (OAuth)",
         )
     storage = StorageSettings(connection_string=stack.connection_string)
-    return Target(make_blob_service(storage, None), make_queue_service(storage, None), True, None, "test stack")
+    return Target(make_blob_service(storage, None), make_queue_service(storage, None), None, "test stack")
 
 
 async def submit_and_wait(
@@ -144,9 +143,9 @@ async def wait_state(stack: Stack, job: str, states: frozenset[str] = FINAL_STAT
 
 async def emulator(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The Azure OpenAI emulator's control API (`/_emulator/stats`, `/_emulator/config`, ...)."""
-    return await control.call(stack.emulator_url, method, path, body)
+    return await control.call(stack.emulator_url, method, path, body, header=stack.identity_header)
 
 
 async def identity(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The identity endpoint's control API (`/_identity/stats`, `/_identity/config`, ...)."""
-    return await control.call(stack.identity_url, method, path, body)
+    return await control.call(stack.identity_url, method, path, body, header=stack.identity_header)

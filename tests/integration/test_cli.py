@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,18 @@ def test_the_cli_runs_a_job_on_the_local_stack(tmp_path: Path):
 
         code, missing = rowsmith(state, "status", "no-such-job")
         assert code == 1 and "no-such-job" in missing["error"]
+
+        # After a job (the app and the runner fetched tokens with the header): no log holds the
+        # identity header, the state dir is the owner's only, and so is local.settings.json.
+        header = values["IDENTITY_HEADER"].encode()
+        logs = sorted(state.glob("*.log"))
+        assert {p.name for p in logs} >= {"identity.log", "emulator.log", "azurite.log", "runner.log"}
+        assert [p.name for p in logs if header in p.read_bytes()] == []
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()} == {
+            p.name: 0o600 for p in state.iterdir() if p.is_file()
+        }
+        assert stat.S_IMODE(settings_file.stat().st_mode) == 0o600
     finally:
         code, down = rowsmith(state, "local", "down")
     assert code == 0 and down["stopped"] is True

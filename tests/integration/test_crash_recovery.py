@@ -22,27 +22,7 @@ import function_app
 from localdev.stack import Stack
 from processing.core.layout import FINALIZE_QUEUE, ROWS_POISON_QUEUE, ROWS_QUEUE, UPLOADS_QUEUE
 from tests.integration import faults_util
-from tests.integration.faults_util import (
-    Workers,
-    call,
-    close_in_process_clients,
-    csv_bytes,
-    emulator_config,
-    emulator_stats,
-    in_process_env,
-    message,
-    parse_csv,
-    peek,
-    queue_count,
-    queues,
-    row_indices,
-    send,
-    shard_records,
-    submit,
-    take_all,
-    upload,
-    wait_until,
-)
+from tests.integration.faults_util import Workers
 from tests.integration.harness import download, emulated_text, manifest, wait_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
@@ -52,6 +32,25 @@ LEASE = 4.0
 
 def table(n: int, tag: str) -> list[list[str]]:
     return [[f"{i:05d}", f"{tag} {i}"] for i in range(n)]
+
+
+async def upload_table(stack: Stack, stem: str, n: int) -> tuple[list[list[str]], str, str]:
+    """Put `table(n, <stem with spaces>)` in input/echo/<stem>.csv: the rows, the job id, the BlobCreated event."""
+    rows = table(n, stem.replace("-", " "))
+    job, event = await faults_util.upload(stack, f"echo/{stem}.csv", faults_util.csv_bytes(["id", "text"], rows))
+    return rows, job, event
+
+
+async def ingest(event: str) -> None:
+    """One delivery of `event` to ingest_upload, run in this process."""
+    await faults_util.call(function_app.ingest_upload)(faults_util.message(event))
+
+
+async def ingested(stack: Stack, stem: str, n: int) -> tuple[list[list[str]], str]:
+    """`upload_table`, then its event delivered to ingest once: the rows and the job id."""
+    rows, job, event = await upload_table(stack, stem, n)
+    await ingest(event)
+    return rows, job
 
 
 def prompt(row: list[str]) -> str:
@@ -66,7 +65,7 @@ async def finish(stack: Stack, job: str, workers: Workers, timeout: float = 150)
 
 async def assert_each_row_once(stack: Stack, stem: str, rows: list[list[str]]) -> None:
     """The results CSV: every input row once, in order, with the answer to its own prompt."""
-    header, out = parse_csv(await download(stack, "output", f"echo/{stem}.results.csv"))
+    header, out = faults_util.parse_csv(await download(stack, "output", f"echo/{stem}.results.csv"))
     assert header == ["id", "text", "answer", "status", "error"]
     assert len(out) == len(rows)
     for row, result in zip(rows, out, strict=True):
@@ -76,9 +75,9 @@ async def assert_each_row_once(stack: Stack, stem: str, rows: list[list[str]]) -
 @pytest.fixture
 async def direct(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
     """This process calls the functions of function_app.py itself (as the host would)."""
-    in_process_env(stack, monkeypatch)
+    faults_util.in_process_env(stack, monkeypatch)
     yield
-    await close_in_process_clients()
+    await faults_util.close_in_process_clients()
 
 
 # --- duplicate delivery ------------------------------------------------------------------------
@@ -87,36 +86,34 @@ async def direct(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
 async def test_row_messages_delivered_twice_and_late_duplicate_events_still_give_each_row_once(
     stack: Stack, workers: Workers, direct: None
 ):
-    rows = table(25, "twice")
-    job, event = await upload(stack, "echo/twice.csv", csv_bytes(["id", "text"], rows))
-    await call(function_app.ingest_upload)(message(event))
-    taken = await take_all(stack, ROWS_QUEUE)
+    rows, job, event = await upload_table(stack, "twice", 25)
+    await ingest(event)
+    taken = await faults_util.take_all(stack, ROWS_QUEUE)
     assert len(taken) == 25
     # Every row message twice, and the upload's BlobCreated event twice more after its ingest.
-    await send(stack, ROWS_QUEUE, *[text for text, _ in taken] * 2)
-    await send(stack, UPLOADS_QUEUE, event, event)
+    await faults_util.send(stack, ROWS_QUEUE, *[text for text, _ in taken] * 2)
+    await faults_util.send(stack, UPLOADS_QUEUE, event, event)
 
     workers.start()
     await finish(stack, job, workers)
 
     await assert_each_row_once(stack, "twice", rows)
-    records = await shard_records(stack, job)
+    records = await faults_util.shard_records(stack, job)
     assert Counter(r.index for r in records) == {i: 2 for i in range(25)}  # both copies ran ...
-    assert (await emulator_stats(stack))["requests"] == 50  # ... and the late events enqueued nothing
+    assert (await faults_util.emulator_stats(stack))["requests"] == 50  # ... and the late events enqueued nothing
 
 
 async def test_concurrent_duplicate_blob_created_events_start_one_job(stack: Stack, workers: Workers, direct: None):
-    rows = table(40, "same event")
-    job, event = await upload(stack, "echo/same-event.csv", csv_bytes(["id", "text"], rows))
+    rows, job, event = await upload_table(stack, "same-event", 40)
     # Three deliveries of one event, taken by three instances at the same moment.
-    await asyncio.gather(*(call(function_app.ingest_upload)(message(event)) for _ in range(3)))
+    await asyncio.gather(*(ingest(event) for _ in range(3)))
 
-    sent = await take_all(stack, ROWS_QUEUE)
-    indices = Counter(i for text, _ in sent for i in row_indices(text))
+    sent = await faults_util.take_all(stack, ROWS_QUEUE)
+    indices = Counter(i for text, _ in sent for i in faults_util.row_indices(text))
     # The first ingest saves the header; the others find the manifest changed and stop before
     # sending anything.
     assert indices == {i: 1 for i in range(40)}
-    await send(stack, ROWS_QUEUE, *[text for text, _ in sent])
+    await faults_util.send(stack, ROWS_QUEUE, *[text for text, _ in sent])
     workers.start()
     await finish(stack, job, workers)
     await assert_each_row_once(stack, "same-event", rows)
@@ -126,28 +123,28 @@ async def test_a_duplicate_event_arriving_while_ingest_runs_does_not_enqueue_the
     stack: Stack, workers: Workers, monkeypatch: pytest.MonkeyPatch
 ):
     # One send at a time, so the first ingest is still running when the duplicate comes.
-    in_process_env(stack, monkeypatch, ROWSMITH_INGEST_CONCURRENCY="1")
+    faults_util.in_process_env(stack, monkeypatch, ROWSMITH_INGEST_CONCURRENCY="1")
     try:
         n = 400
-        rows = table(n, "late duplicate")
-        job, event = await upload(stack, "echo/late-duplicate.csv", csv_bytes(["id", "text"], rows))
-        first = asyncio.create_task(call(function_app.ingest_upload)(message(event)))
+        rows, job, event = await upload_table(stack, "late-duplicate", n)
+        first = asyncio.create_task(ingest(event))
 
         async def header_saved() -> bool:
             found = await manifest(stack, job)
             return bool(found and found.header)
 
-        await wait_until(header_saved, timeout=30, interval=0.02, what="the first ingest saving the header")
+        await faults_util.wait_until(header_saved, timeout=30, interval=0.02, what="the first ingest saving the header")
         assert not first.done()
-        await call(function_app.ingest_upload)(message(event))  # Event Grid delivered the event again
+        # Event Grid delivered the event again.
+        await ingest(event)
         await first
     finally:
-        await close_in_process_clients()
+        await faults_util.close_in_process_clients()
 
-    sent = await take_all(stack, ROWS_QUEUE)
-    indices = Counter(i for text, _ in sent for i in row_indices(text))
+    sent = await faults_util.take_all(stack, ROWS_QUEUE)
+    indices = Counter(i for text, _ in sent for i in faults_util.row_indices(text))
     assert set(indices) == set(range(n))
-    await send(stack, ROWS_QUEUE, *[text for text, _ in sent])
+    await faults_util.send(stack, ROWS_QUEUE, *[text for text, _ in sent])
     workers.start()
     await finish(stack, job, workers)
     await assert_each_row_once(stack, "late-duplicate", rows)  # the output is right either way ...
@@ -160,43 +157,42 @@ async def test_a_duplicate_event_arriving_while_ingest_runs_does_not_enqueue_the
 async def test_a_crash_between_append_and_delete_runs_the_row_again_and_keeps_it_once(
     stack: Stack, workers: Workers, direct: None
 ):
-    rows = table(20, "append then die")
-    job, event = await upload(stack, "echo/append-then-die.csv", csv_bytes(["id", "text"], rows))
-    await call(function_app.ingest_upload)(message(event))
+    rows, job = await ingested(stack, "append-then-die", 20)
     # Run every row message without taking it off the queue: the append happens, the delete never.
-    pending = await peek(stack, ROWS_QUEUE)
+    pending = await faults_util.peek(stack, ROWS_QUEUE)
     assert len(pending) == 20
     for text in pending:
-        await call(function_app.process_rows)(message(text))
-    assert len(await shard_records(stack, job)) == 20
+        await faults_util.call(function_app.process_rows)(faults_util.message(text))
+    assert len(await faults_util.shard_records(stack, job)) == 20
 
     # The host redelivers each message: every row runs a second time. Finalize starts only once
     # they all have, since process drops the rows of a job it has seen completed.
     workers.start(functions=["process_rows"])
 
     async def rerun() -> bool:
-        return await queue_count(stack, ROWS_QUEUE) == 0 and len(await shard_records(stack, job)) >= 40
+        return (
+            await faults_util.queue_count(stack, ROWS_QUEUE) == 0
+            and len(await faults_util.shard_records(stack, job)) >= 40
+        )
 
-    await wait_until(rerun, timeout=120, what="every row message run a second time")
+    await faults_util.wait_until(rerun, timeout=120, what="every row message run a second time")
     workers.start(functions=["finalize_job"])
     await finish(stack, job, workers)
 
     await assert_each_row_once(stack, "append-then-die", rows)
-    assert Counter(r.index for r in await shard_records(stack, job)) == {i: 2 for i in range(20)}
+    assert Counter(r.index for r in await faults_util.shard_records(stack, job)) == {i: 2 for i in range(20)}
 
 
 async def test_a_row_whose_worker_died_every_time_goes_to_poison_and_is_recorded_as_failed(
     stack: Stack, workers: Workers, direct: None
 ):
-    rows = table(3, "doomed")
-    job, event = await upload(stack, "echo/doomed.csv", csv_bytes(["id", "text"], rows))
-    await call(function_app.ingest_upload)(message(event))
-    taken = sorted(await take_all(stack, ROWS_QUEUE), key=lambda t: row_indices(t[0]))
+    rows, job = await ingested(stack, "doomed", 3)
+    taken = sorted(await faults_util.take_all(stack, ROWS_QUEUE), key=lambda t: faults_util.row_indices(t[0]))
     doomed, others = taken[1][0], [t for t, _ in (taken[0], taken[2])]
-    await send(stack, ROWS_QUEUE, doomed)
+    await faults_util.send(stack, ROWS_QUEUE, doomed)
 
     # Five workers each received the doomed message and died before settling it.
-    async with queues(stack) as service:
+    async with faults_util.queues(stack) as service:
         queue = service.get_queue_client(ROWS_QUEUE)
         for attempt in range(1, 6):
 
@@ -205,20 +201,22 @@ async def test_a_row_whose_worker_died_every_time_goes_to_poison_and_is_recorded
                     return m.dequeue_count
                 return 0
 
-            count = await wait_until(receive, timeout=30, interval=0.2, what=f"receive #{attempt} of the message")
+            count = await faults_util.wait_until(
+                receive, timeout=30, interval=0.2, what=f"receive #{attempt} of the message"
+            )
             assert count == attempt
     await asyncio.sleep(1.2)  # the fifth lease lapses
-    await send(stack, ROWS_QUEUE, *others)
+    await faults_util.send(stack, ROWS_QUEUE, *others)
 
     worker = workers.start()
     done = await wait_state(stack, job, timeout=90)
     assert done.state == "done" and done.counts == {"ok": 2, "error": 1}, (done, workers.logs())
     assert "to queue rows-poison" in worker.log()
-    _, out = parse_csv(await download(stack, "output", "echo/doomed.results.csv"))
+    _, out = faults_util.parse_csv(await download(stack, "output", "echo/doomed.results.csv"))
     assert out[0][3] == out[2][3] == "ok"
     assert out[1][:4] == [*rows[1], "", "error"]
     assert out[1][4].startswith("failed 5 times (the worker crashed or timed out each time)")
-    assert await queue_count(stack, ROWS_POISON_QUEUE) == 0  # consumed: recorded, not left behind
+    assert await faults_util.queue_count(stack, ROWS_POISON_QUEUE) == 0  # consumed: recorded, not left behind
 
 
 # --- SIGKILL -----------------------------------------------------------------------------------
@@ -235,13 +233,13 @@ async def test_sigkill_mid_ingest_resumes_at_the_checkpoint_instead_of_starting_
         "ROWSMITH_INGEST_CONCURRENCY": "1",
     }
     first = workers.start(**ingest_only)
-    job = await submit(stack, "echo/resume.csv", csv_bytes(["id", "text"], rows))
+    job = await faults_util.submit(stack, "echo/resume.csv", faults_util.csv_bytes(["id", "text"], rows))
 
     async def half_way() -> bool:
         found = await manifest(stack, job)
         return bool(found and found.state == "ingesting" and found.ingested_rows >= 8 * every)
 
-    await wait_until(half_way, timeout=60, interval=0.05, what="ingest reaching its 8th checkpoint")
+    await faults_util.wait_until(half_way, timeout=60, interval=0.05, what="ingest reaching its 8th checkpoint")
     first.kill()
     await asyncio.sleep(0.5)  # let a request the worker had already sent land
     at_restart = await manifest(stack, job)
@@ -255,12 +253,12 @@ async def test_sigkill_mid_ingest_resumes_at_the_checkpoint_instead_of_starting_
         found = await manifest(stack, job)
         return bool(found and found.state == "processing")
 
-    await wait_until(ingested, timeout=60, what="the restarted ingest finishing")
+    await faults_util.wait_until(ingested, timeout=60, what="the restarted ingest finishing")
     second.stop()
     assert f"resuming ingest at row {checkpoint}" in second.log()
 
-    sent = await take_all(stack, ROWS_QUEUE)
-    indices = Counter(i for text, _ in sent for i in row_indices(text))
+    sent = await faults_util.take_all(stack, ROWS_QUEUE)
+    indices = Counter(i for text, _ in sent for i in faults_util.row_indices(text))
     assert set(indices) == set(range(n))  # nothing lost
     # Resumed, not restarted: rows before the checkpoint were sent once; only rows the dead
     # worker sent after its last checkpoint were sent again.
@@ -270,8 +268,8 @@ async def test_sigkill_mid_ingest_resumes_at_the_checkpoint_instead_of_starting_
     assert len(sent) == n + len(again)
 
     # The rows go back (duplicates too) and a whole worker finishes the job.
-    await send(stack, ROWS_QUEUE, *[text for text, _ in sent])
-    assert await queue_count(stack, FINALIZE_QUEUE) >= 1
+    await faults_util.send(stack, ROWS_QUEUE, *[text for text, _ in sent])
+    assert await faults_util.queue_count(stack, FINALIZE_QUEUE) >= 1
     workers.start(lease_seconds=LEASE)
     await finish(stack, job, workers)
     await assert_each_row_once(stack, "resume", rows)
@@ -280,25 +278,25 @@ async def test_sigkill_mid_ingest_resumes_at_the_checkpoint_instead_of_starting_
 async def test_sigkill_at_a_random_moment_then_restart_completes_the_job_once(stack: Stack, workers: Workers):
     # 400 ms per call and at most 24 calls in flight: the job takes 7 s or more, so the kill lands in it
     # (in ingest, in processing, between an append and its delete, or in a finalize check).
-    await emulator_config(stack, latency_ms=400, jitter_ms=100)
+    await faults_util.emulator_config(stack, latency_ms=400, jitter_ms=100)
     settings = {"lease_seconds": LEASE, "ROWSMITH_INGEST_CHECKPOINT_ROWS": "100"}
     seed = random.randrange(1 << 30)
     delay = random.Random(seed).uniform(0.3, 3.0)
     n = 400
     rows = table(n, "killed")
     first = workers.start(**settings)
-    job = await submit(stack, "echo/killed.csv", csv_bytes(["id", "text"], rows))
+    job = await faults_util.submit(stack, "echo/killed.csv", faults_util.csv_bytes(["id", "text"], rows))
 
     async def started() -> bool:
         return await manifest(stack, job) is not None
 
-    await wait_until(started, timeout=30, interval=0.05, what="the job starting")
+    await faults_util.wait_until(started, timeout=30, interval=0.05, what="the job starting")
     await asyncio.sleep(delay)
     first.kill()
     at_kill = await manifest(stack, job)
     context = f"seed {seed}: killed {delay:.2f} s after the job started, manifest {at_kill}"
     assert at_kill is not None and at_kill.state != "done", context
-    done_before = len({r.index for r in await shard_records(stack, job)})
+    done_before = len({r.index for r in await faults_util.shard_records(stack, job)})
 
     workers.start(**settings)
     try:
@@ -312,4 +310,4 @@ async def test_sigkill_at_a_random_moment_then_restart_completes_the_job_once(st
     assert done_before < n, context
     assert all("to queue rows-poison" not in w.log() for w in workers.started), context
     # Every row had an answer: its prompt was sent at least once (more for those cut off by the kill).
-    assert (await emulator_stats(stack))["answered"] >= n
+    assert (await faults_util.emulator_stats(stack))["answered"] >= n

@@ -251,6 +251,46 @@ async def test_content_filter_and_context_length_are_row_errors_at_once(stack: S
     assert stats["by_status"] == {"400": 3, "200": 2}
 
 
+# --- answers that are not strict JSON or break the schema: asked again, then invalid_json ------------
+
+
+def _strict_json(line: str) -> dict:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in the results JSONL: not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+async def test_answers_that_break_json_or_the_schema_end_as_invalid_json_after_bounded_tries(
+    stack: Stack, workers: Workers
+):
+    worker = workers.start(visibility_seconds=1)
+    faults = {
+        "nan": ("json_nan", "NaN is not a JSON value"),
+        "deep": ("json_deep", "nest more than 32 levels deep"),
+        "huge": ("json_huge_int", "an integer of 5000 digits is outside the 64-bit range"),
+        "enum": ("json_off_enum", "at $.label (enum): 'off-enum-"),
+    }
+    rows = [[row_id, f"bad [[fault:{kind}]]"] for row_id, (kind, _) in faults.items()]
+    job = await submit(stack, "answers/malformed.csv", csv_bytes(["id", "text"], [*rows, ["ok", "fine"]]))
+    await finish(stack, job, workers, timeout=90)
+
+    data = (await download(stack, "output", "answers/malformed.results.jsonl")).decode()
+    lines = [_strict_json(line) for line in data.splitlines() if line.strip()]  # every line strict JSON
+    out = {line["input"]["id"]: line for line in lines}
+    for row_id, (_, reason) in faults.items():
+        assert out[row_id]["code"] == "invalid_json", out[row_id]
+        assert reason in out[row_id]["error"] and "(asked 3 times)" in out[row_id]["error"], out[row_id]
+    assert out["ok"]["status"] == "ok" and out["ok"]["answer"]["label"] in ("red", "green", "blue")
+
+    stats = await emulator_stats(stack)
+    # Three calls per bad row (JSON_TRIES), inside one delivery: nothing went through the queue again.
+    assert stats["faults"] == {kind: 3 for kind, _ in faults.values()}
+    assert stats["requests"] == 3 * len(faults) + 1
+    assert "to queue rows-poison" not in worker.log()
+    assert await queue_count(stack, "rows-poison") == 0
+
+
 # --- the managed identity: failures and expired tokens are transient ----------------------------------
 
 

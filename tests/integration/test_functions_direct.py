@@ -14,12 +14,12 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import function_app
+from localdev.event_grid.events import blob_created_message
 from localdev.stack import Stack
 from processing.adapters import clients as clients_module
 from processing.adapters import job_store
 from processing.core import layout
 from processing.core.errors import CancelledFromInside
-from processing.core.messages import BlobCreated
 from processing.core.settings import get_settings
 from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
 
@@ -71,7 +71,7 @@ async def upload(stack: Stack, name: str, data: str) -> tuple[str, str]:
         etag = (await blob.upload_blob(data.encode(), overwrite=True))["etag"]
     finally:
         await target.close()
-    event = BlobCreated.make_event(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
+    event = blob_created_message(url=blob.url, container="input", blob=name, etag=etag, size=len(data))
     return layout.job_id_for(blob.url, etag), event
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from localdev.event_grid.events import blob_created_message
 from localdev.stack import Stack
 from processing.core.formulas import neutralise
 from processing.core.layout import UPLOADS_QUEUE
-from processing.core.messages import BlobCreated
 from tests.integration.harness import (
     RunnerProcess,
     download,
@@ -107,7 +107,7 @@ async def test_a_duplicate_blob_created_event_yields_one_job(stack: Stack, runne
         blob = target.blobs.get_blob_client("input", "echo/dup.csv")
         with path.open("rb") as data:
             etag = (await blob.upload_blob(data, overwrite=True))["etag"]
-        event = BlobCreated.make_event(
+        event = blob_created_message(
             url=blob.url, container="input", blob="echo/dup.csv", etag=etag, size=path.stat().st_size
         )
         uploads = target.queues.get_queue_client(UPLOADS_QUEUE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +21,14 @@ from azure.identity import CredentialUnavailableError
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential
 
-from localdev.identity_endpoint import OPENAI_RESOURCE, STORAGE_RESOURCE, SYSTEM_IDENTITY, IdentityEndpoint
+from localdev import control
+from localdev.identity_endpoint import (
+    CONTROL_PREFIX,
+    OPENAI_RESOURCE,
+    STORAGE_RESOURCE,
+    SYSTEM_IDENTITY,
+    IdentityEndpoint,
+)
 from localdev.ports import ServedApp
 
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -37,12 +45,20 @@ class Running:
     def token_url(self) -> str:
         return self.served.url + "/msi/token"
 
+    def _control(self, path: str, kwargs: dict[str, object]) -> dict[str, object]:
+        # The control API requires the endpoint's own header, as the stack's helpers send it.
+        if path.startswith(CONTROL_PREFIX) and "headers" not in kwargs:
+            kwargs["headers"] = {control.HEADER: self.endpoint.header}
+        return kwargs
+
     async def get(self, path: str, **kwargs: object) -> tuple[int, dict]:
+        kwargs = self._control(path, kwargs)
         async with aiohttp.ClientSession() as session, session.get(self.served.url + path, **kwargs) as r:
             return r.status, await r.json()
 
-    async def post(self, path: str, body: object) -> tuple[int, dict]:
-        async with aiohttp.ClientSession() as session, session.post(self.served.url + path, json=body) as r:
+    async def post(self, path: str, body: object, **kwargs: object) -> tuple[int, dict]:
+        kwargs = self._control(path, kwargs)
+        async with aiohttp.ClientSession() as session, session.post(self.served.url + path, json=body, **kwargs) as r:
             return r.status, await r.json()
 
 
@@ -218,6 +234,41 @@ async def test_bad_configuration_is_refused_and_changes_nothing(identity: Runnin
         assert answer["error"]
     status, config = await identity.get("/_identity/config")
     assert config == {"failure_rate": 0.0, "expired": False, "lifetime_seconds": 3600}
+
+
+@pytest.mark.parametrize("path", ["/_identity/config", "/_identity/stats"])
+async def test_the_control_api_refuses_a_request_without_the_header(identity: Running, path: str) -> None:
+    status, body = await identity.post(path.replace("stats", "reset"), {"expired": True}, headers={})
+    assert status == 401 and "requires the X-IDENTITY-HEADER header" in body["error"]
+    status, body = await identity.get(path, headers={control.HEADER: "not-the-header"})
+    assert status == 403 and "does not match" in body["error"]
+    status, body = await identity.post("/_identity/config", {"expired": True}, headers={control.HEADER: "x"})
+    assert status == 403
+    # Nothing was changed: tokens are still valid, and health stays open for the stack's start-up check.
+    _, config = await identity.get("/_identity/config")
+    assert config["expired"] is False
+    async with aiohttp.ClientSession() as session, session.get(identity.served.url + "/_identity/health") as r:
+        assert r.status == 200
+
+
+def test_a_header_given_to_the_command_line_is_not_printed() -> None:
+    header = "given-header-" + "x" * 32
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localdev.identity_endpoint", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        text=True,
+        env={**os.environ, "IDENTITY_HEADER": header},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert json.loads(line)["ready"] == "identity-endpoint" and "IDENTITY_HEADER" not in json.loads(line)
+        assert header not in line
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
 
 
 def test_command_line_prints_one_ready_line_and_serves_tokens() -> None:

@@ -24,8 +24,11 @@ from azure.identity.aio import ManagedIdentityCredential, get_bearer_token_provi
 from openai import AsyncAzureOpenAI
 from pydantic import BaseModel
 
+from localdev import control
 from localdev.identity_endpoint import IdentityEndpoint
+from localdev.openai_emulator.answers import DEEP_NESTING, HUGE_INT_DIGITS
 from localdev.openai_emulator.config import REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT, EmulatorConfig
+from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS
 from localdev.openai_emulator.server import OpenAIEmulator
 from localdev.ports import ServedApp, serve_app
 
@@ -66,10 +69,15 @@ class Local:
             azure_endpoint=self.emulator_app.url, api_version=API_VERSION, azure_ad_token_provider=provider, **options
         )
 
-    async def control(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+    async def control(
+        self, method: str, path: str, body: object = None, header: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """A control-API request, with the emulator's own header unless `header` says otherwise ("": none)."""
+        value = self.emulator.control_header if header is None else header
+        headers = {control.HEADER: value} if value else {}
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, self.emulator_app.url + path, json=body) as response,
+            session.request(method, self.emulator_app.url + path, json=body, headers=headers) as response,
         ):
             return response.status, await response.json()
 
@@ -398,6 +406,37 @@ async def test_fault_markers(local: Local) -> None:
     assert stats["dropped"] == 1
 
 
+@pytest.mark.parametrize("kind", MALFORMED_JSON_KINDS)
+async def test_malformed_json_faults_break_only_the_first_property(local: Local, kind: str) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "triage", "schema": SCHEMA, "strict": True}}
+    text = f"printer on fire [[fault:{kind}]]"
+    async with local.client() as client:
+        answer = await client.chat.completions.create(
+            model=DEPLOYMENT, messages=user(text), response_format=fmt, max_tokens=4000
+        )
+    content = answer.choices[0].message.content or ""
+    assert answer.choices[0].finish_reason == "stop"  # a 200 a client would take as a finished answer
+    good = expected_schema_answer(text)
+    if kind == "json_off_enum":
+        parsed = json.loads(content)
+        assert parsed["category"] not in SCHEMA["properties"]["category"]["enum"]
+        assert {**parsed, "category": good["category"]} == good
+        return
+    flaw = {
+        "json_nan": "NaN",
+        "json_deep": "[" * DEEP_NESTING + "]" * DEEP_NESTING,
+        "json_huge_int": "9" * HUGE_INT_DIGITS,
+    }
+    assert content.count(flaw[kind]) == 1
+    assert json.loads(content.replace(flaw[kind], "null")) == {**good, "category": None}
+    # What a lax reader makes of each: NaN is accepted (not JSON), the others raise.
+    if kind == "json_nan":
+        assert math.isnan(json.loads(content)["category"])
+    else:
+        with pytest.raises((RecursionError, ValueError)):
+            json.loads(content)
+
+
 async def test_timeout_fault_outlasts_the_client(local: Local) -> None:
     await local.control("POST", "/_emulator/config", {"timeout_seconds": 5})
     async with local.client(timeout=0.3) as client:
@@ -426,6 +465,24 @@ async def test_random_faults_are_reproducible_with_a_seed(local: Local) -> None:
     draws = random.Random(7)
     assert first == second == [500 if draws.random() < 0.5 else 200 for _ in range(30)]
     assert 200 in first and 500 in first
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/_emulator/config", None), ("POST", "/_emulator/config", {"fault_rates": {"500": 1.0}}),
+     ("GET", "/_emulator/stats", None), ("POST", "/_emulator/reset", None)],
+)  # fmt: skip
+async def test_the_control_api_refuses_a_request_without_the_stacks_header(
+    local: Local, method: str, path: str, body: object
+) -> None:
+    status, answer = await local.control(method, path, body, header="")
+    assert status == 401 and "requires the X-IDENTITY-HEADER header" in answer["error"]
+    status, answer = await local.control(method, path, body, header="not-the-header")
+    assert status == 403 and "does not match" in answer["error"]
+    # Nothing changed, and health (the stack's start-up check) needs no header.
+    assert local.emulator.config.fault_rates == {}
+    status, _ = await local.control("GET", "/_emulator/health", header="")
+    assert status == 200
 
 
 async def test_bad_configuration_is_refused(local: Local) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import azure.functions as func
 import pytest
@@ -72,6 +74,35 @@ async def make_queue(service: QueueServiceClient, name: str) -> QueueClient:
     return queue
 
 
+class Rig(NamedTuple):
+    probe: Probe
+    runner: Runner
+    queue: QueueClient
+
+
+MakeRig = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+def rig(env: dict[str, str], service: QueueServiceClient, prefix: str) -> MakeRig:
+    """`await rig(function, queue, config=FAST, app=recorder_app.build_app, **runner_options)`: a Runner
+    that drives only `function` of a fresh fixture app, and the queue `<prefix>-<queue>`, created."""
+
+    async def make(
+        function: str,
+        queue: str,
+        config: HostQueueConfig = FAST,
+        *,
+        app: Callable[[str, Probe], func.FunctionApp] = recorder_app.build_app,
+        **options: Any,
+    ) -> Rig:
+        probe = Probe()
+        runner = Runner(app(prefix, probe), config, functions=[function], env=env, **options)
+        return Rig(probe, runner, await make_queue(service, f"{prefix}-{queue}"))
+
+    return make
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -117,6 +148,16 @@ async def timed(awaitable: Awaitable[object]) -> float:
     start = time.monotonic()
     await awaitable
     return time.monotonic() - start
+
+
+async def stop_during_invocation(probe: Probe, runner: Runner, queue: QueueClient, body: str) -> float:
+    """Send `body`, run `runner` until the invocation starts, stop it: the seconds run() took to return."""
+    await queue.send_message(body)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: len(probe.calls) == 1, what="the invocation to start")
+    stop.set()
+    return await timed(asyncio.wait_for(task, 10))
 
 
 # --- host.json --------------------------------------------------------------------------------
@@ -242,12 +283,8 @@ def _forward(msg: func.QueueMessage, out: func.Out[str]) -> None:
 # --- delivery, retries, poison ----------------------------------------------------------------
 
 
-async def test_messages_are_processed_and_deleted(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
-    runner = Runner(recorder_app.build_app(prefix, probe), FAST, functions=["record"], env=env)
-    queue = await make_queue(service, f"{prefix}-record")
+async def test_messages_are_processed_and_deleted(rig: MakeRig) -> None:
+    probe, runner, queue = await rig("record", "record")
     bodies = [f"row {i}" for i in range(40)]
     async with running(runner):
         await asyncio.gather(*(queue.send_message(b) for b in bodies))
@@ -262,11 +299,9 @@ async def test_messages_are_processed_and_deleted(
 
 
 async def test_failure_is_retried_after_visibility_timeout_then_succeeds(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
+    rig: MakeRig, service: QueueServiceClient, prefix: str
 ) -> None:
-    probe = Probe()
-    runner = Runner(failing_app.build_app(prefix, probe, fail_times=2), FAST, functions=["flaky"], env=env)
-    queue = await make_queue(service, f"{prefix}-flaky")
+    probe, runner, queue = await rig("flaky", "flaky", app=functools.partial(failing_app.build_app, fail_times=2))
     async with running(runner):
         await queue.send_message("try me")
         await wait_until(lambda: runner.stats["flaky"].successes == 1, what="the third attempt")
@@ -283,12 +318,10 @@ async def test_failure_is_retried_after_visibility_timeout_then_succeeds(
 
 
 async def test_message_goes_to_poison_after_max_dequeue_count(
-    env: dict[str, str], service: QueueServiceClient, prefix: str, caplog: pytest.LogCaptureFixture
+    rig: MakeRig, service: QueueServiceClient, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="localdev.runner")
-    probe = Probe()
-    runner = Runner(failing_app.build_app(prefix, probe), FAST, functions=["doomed"], env=env)
-    queue = await make_queue(service, f"{prefix}-doomed")
+    probe, runner, queue = await rig("doomed", "doomed", app=failing_app.build_app)
     poison = service.get_queue_client(f"{prefix}-doomed-poison")
     original = '{"row": 7, "text": "naïve <b>&amp;</b>"}'
     async with running(runner):
@@ -331,11 +364,9 @@ async def test_over_dequeued_message_goes_to_poison_without_invocation(
 
 
 async def test_failure_on_a_poison_queue_is_not_released(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
+    rig: MakeRig, service: QueueServiceClient, prefix: str
 ) -> None:
-    probe = Probe()
-    runner = Runner(failing_app.build_app(prefix, probe), FAST, functions=["doomed_poison"], env=env, lease_seconds=2)
-    queue = await make_queue(service, f"{prefix}-doomed-poison")
+    probe, runner, queue = await rig("doomed_poison", "doomed-poison", app=failing_app.build_app, lease_seconds=2)
     async with running(runner):
         await queue.send_message("already poison")
         await wait_until(lambda: runner.stats["doomed_poison"].failures == 1, what="the failure")
@@ -348,12 +379,8 @@ async def test_failure_on_a_poison_queue_is_not_released(
     assert runner.stats["doomed_poison"].poisoned == 0
 
 
-async def test_a_cancelled_error_from_the_function_is_a_failure(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
-    runner = Runner(failing_app.build_app(prefix, probe), FAST, functions=["stray_cancel"], env=env)
-    queue = await make_queue(service, f"{prefix}-stray")
+async def test_a_cancelled_error_from_the_function_is_a_failure(rig: MakeRig) -> None:
+    probe, runner, queue = await rig("stray_cancel", "stray", app=failing_app.build_app)
     async with running(runner):
         await queue.send_message("cancel me once")
         await wait_until(lambda: runner.stats["stray_cancel"].successes == 1, what="the retry")
@@ -408,13 +435,9 @@ async def test_identity_based_connection_uses_the_credential(prefix: str, caplog
 # --- message encoding -------------------------------------------------------------------------
 
 
-async def test_message_encoding_none_passes_the_raw_text(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
+async def test_message_encoding_none_passes_the_raw_text(rig: MakeRig) -> None:
     config = HostQueueConfig(message_encoding="none", max_polling_interval=0.5)
-    runner = Runner(recorder_app.build_app(prefix, probe), config, functions=["record"], env=env)
-    queue = await make_queue(service, f"{prefix}-record")
+    probe, runner, queue = await rig("record", "record", config)
     text = '{"name": "Zoë", "note": "x=1&y=2"}'
     async with running(runner):
         await queue.send_message(text)
@@ -424,12 +447,10 @@ async def test_message_encoding_none_passes_the_raw_text(
 
 
 async def test_message_encoding_base64_decodes_and_poisons_what_is_not_base64(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
+    rig: MakeRig, service: QueueServiceClient, prefix: str
 ) -> None:
-    probe = Probe()
     config = HostQueueConfig(message_encoding="base64", max_polling_interval=0.5)
-    runner = Runner(recorder_app.build_app(prefix, probe), config, functions=["record"], env=env)
-    queue = await make_queue(service, f"{prefix}-record")
+    probe, runner, queue = await rig("record", "record", config)
     binary = b"\x00\xff\x10 binary \xe2\x82\xac"
     async with running(runner):
         await queue.send_message(base64.b64encode(binary).decode())
@@ -444,13 +465,9 @@ async def test_message_encoding_base64_decodes_and_poisons_what_is_not_base64(
 # --- concurrency --------------------------------------------------------------------------------
 
 
-async def test_concurrency_never_exceeds_batch_size_plus_threshold(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
+async def test_concurrency_never_exceeds_batch_size_plus_threshold(rig: MakeRig) -> None:
     config = HostQueueConfig(batch_size=4, new_batch_threshold=2, max_polling_interval=0.5, message_encoding="none")
-    runner = Runner(recorder_app.build_app(prefix, probe), config, functions=["record"], env=env)
-    queue = await make_queue(service, f"{prefix}-record")
+    probe, runner, queue = await rig("record", "record", config)
     # Short and long invocations mixed, so a new batch arrives while long ones still run.
     bodies = [f"sleep:{0.05 if i % 2 else 0.4}:{i}" for i in range(36)]
     await asyncio.gather(*(queue.send_message(b) for b in bodies))
@@ -462,13 +479,9 @@ async def test_concurrency_never_exceeds_batch_size_plus_threshold(
     assert probe.max_in_flight > 4
 
 
-async def test_sync_functions_run_in_threads_within_the_limit(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
+async def test_sync_functions_run_in_threads_within_the_limit(rig: MakeRig) -> None:
     config = HostQueueConfig(batch_size=2, new_batch_threshold=1, max_polling_interval=0.5, message_encoding="none")
-    runner = Runner(recorder_app.build_app(prefix, probe), config, functions=["record_sync"], env=env)
-    queue = await make_queue(service, f"{prefix}-sync")
+    probe, runner, queue = await rig("record_sync", "sync", config)
     await asyncio.gather(*(queue.send_message(f"sleep:0.2:{i}") for i in range(9)))
     async with running(runner):
         elapsed = await timed(wait_until(lambda: runner.stats["record_sync"].successes == 9, what="9 invocations"))
@@ -480,12 +493,8 @@ async def test_sync_functions_run_in_threads_within_the_limit(
 # --- leases and shutdown ------------------------------------------------------------------------
 
 
-async def test_long_invocation_keeps_its_message_by_renewing_the_lease(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
-    runner = Runner(recorder_app.build_app(prefix, probe), FAST, functions=["record"], env=env, lease_seconds=2)
-    queue = await make_queue(service, f"{prefix}-record")
+async def test_long_invocation_keeps_its_message_by_renewing_the_lease(rig: MakeRig) -> None:
+    probe, runner, queue = await rig("record", "record", lease_seconds=2)
     async with running(runner):
         await queue.send_message("sleep:3.5")
         await wait_until(lambda: runner.stats["record"].successes == 1, what="the long invocation")
@@ -495,18 +504,9 @@ async def test_long_invocation_keeps_its_message_by_renewing_the_lease(
     assert len(probe.calls) == 1
 
 
-async def test_shutdown_waits_for_invocations_in_flight(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
-    runner = Runner(recorder_app.build_app(prefix, probe), FAST, functions=["record"], env=env)
-    queue = await make_queue(service, f"{prefix}-record")
-    await queue.send_message("sleep:1.0")
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await wait_until(lambda: len(probe.calls) == 1, what="the invocation to start")
-    stop.set()
-    elapsed = await timed(asyncio.wait_for(task, 10))
+async def test_shutdown_waits_for_invocations_in_flight(rig: MakeRig) -> None:
+    probe, runner, queue = await rig("record", "record")
+    elapsed = await stop_during_invocation(probe, runner, queue, "sleep:1.0")
     assert elapsed >= 0.7  # it waited for the function ...
     assert len(probe.finished) == 1  # ... which ran to its end
     assert runner.stats["record"].successes == 1
@@ -517,18 +517,9 @@ async def test_shutdown_waits_for_invocations_in_flight(
     assert len(probe.calls) == 1
 
 
-async def test_shutdown_wait_is_bounded_and_releases_the_message(
-    env: dict[str, str], service: QueueServiceClient, prefix: str
-) -> None:
-    probe = Probe()
-    runner = Runner(recorder_app.build_app(prefix, probe), FAST, functions=["record"], env=env, shutdown_timeout=0.5)
-    queue = await make_queue(service, f"{prefix}-record")
-    await queue.send_message("sleep:30")
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await wait_until(lambda: len(probe.calls) == 1, what="the invocation to start")
-    stop.set()
-    elapsed = await timed(asyncio.wait_for(task, 10))
+async def test_shutdown_wait_is_bounded_and_releases_the_message(rig: MakeRig) -> None:
+    probe, runner, queue = await rig("record", "record", shutdown_timeout=0.5)
+    elapsed = await stop_during_invocation(probe, runner, queue, "sleep:30")
     assert elapsed < 3
     assert probe.finished == []
     assert runner.stats["record"].abandoned == 1

@@ -1,8 +1,8 @@
-import base64
 import json
 
 import pytest
 
+from localdev.event_grid.events import blob_created_event, queue_message
 from processing.core.messages import BadMessage, BlobCreated, FinalizeMessage, Row, RowsMessage
 
 
@@ -19,17 +19,17 @@ def test_unknown_version_is_refused():
 
 
 def test_event_grid_event_is_accepted_plain_or_base64():
-    event = BlobCreated.make_event(
+    event = blob_created_event(
         url="https://acct.blob.core.windows.net/input/triage/a.csv",
         container="input",
         blob="triage/a.csv",
-        etag="0x8D",
+        etag='"0x8D"',
         size=10,
     )
-    plain = BlobCreated.from_event(event)
-    encoded = BlobCreated.from_event(base64.b64encode(event.encode()).decode())
+    plain = BlobCreated.from_event(json.dumps(event))
+    encoded = BlobCreated.from_event(queue_message(event))  # as Event Grid writes it to a queue
     assert plain == encoded
-    assert (plain.container, plain.blob, plain.etag) == ("input", "triage/a.csv", "0x8D")
+    assert (plain.container, plain.blob, plain.etag, plain.api) == ("input", "triage/a.csv", "0x8D", "PutBlob")
 
 
 def test_other_event_types_and_garbage_are_bad_messages():
