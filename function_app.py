@@ -3,17 +3,19 @@
 Every trigger uses the identity-based `AzureWebJobsStorage` connection. Errors map to
 queue behaviour: returning completes the message; raising lets the host retry it after
 host.json's visibilityTimeout, up to maxDequeueCount, then moves it to `<queue>-poison`.
+A CancelledError the work raises on its own is raised as an ordinary exception (see `_handle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 
 import azure.functions as func
 
 from processing.adapters.clients import get_clients
-from processing.core.errors import BadMessage
+from processing.core.errors import BadMessage, CancelledFromInside
 from processing.core.layout import (
     FINALIZE_POISON_QUEUE,
     FINALIZE_QUEUE,
@@ -38,6 +40,15 @@ async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -
         # Retrying cannot fix a message we cannot read or must not trust; say so once instead of
         # five times. The log names the reason (text of ours), never the body (the sender's).
         log.error("dropping unreadable message %s from %s (%s): %s", msg.id, queue, type(exc).__name__, exc)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this invocation itself was cancelled (shutdown): not ours to turn into a failure
+        # A CancelledError surfacing from deep inside a library (a timeout, a closed client) while
+        # nobody cancelled us: the Python worker sends no response for it, so the host waits out
+        # functionTimeout and restarts the worker, ending every invocation in flight. As an
+        # ordinary exception it is one failed invocation, which the host retries (then poisons).
+        raise CancelledFromInside(f"the work on message {msg.id} from {queue} was cancelled from inside") from None
 
 
 @app.queue_trigger(arg_name="msg", queue_name=UPLOADS_QUEUE, connection=STORAGE_CONNECTION)

@@ -41,9 +41,10 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from processing.adapters import job_store
 from processing.adapters.clients import build_clients, make_openai, make_queue_service
 from processing.adapters.identity import make_credential
-from processing.core import layout
+from processing.core import layout, model_family
 from processing.core.layout import JOBS_CONTAINER, OUTPUT_CONTAINER, ROWS_QUEUE
 from processing.core.messages import Row, RowsMessage
+from processing.core.pipelines import Pipeline
 from processing.core.settings import Settings
 
 BLOCK = 4 * 1024 * 1024
@@ -240,11 +241,15 @@ async def bare_rows(args: argparse.Namespace) -> dict[str, Any]:
     messages = [RowsMessage(job, tuple(rows[i : i + per])).to_json() for i in range(0, len(rows), per)]
     batch, threshold = 16, 8
     deployment = settings.openai_deployment
+    # The parameters the app would send this deployment's model family (a reasoning default
+    # takes no temperature and needs room to think), so the baseline does the same model work.
+    family = model_family.resolve(settings.openai_model_family, deployment)
+    params = model_family.request_params(Pipeline(name="bare", prompt="{x}", max_tokens=30), family)
 
     async def answer(index: int, cells: list[str]) -> bytes:
         prompt = f"Row {cells[0]}: {cells[1]}\n\n{cells[2]}"
         response = await openai.chat.completions.create(
-            model=deployment, messages=[{"role": "user", "content": prompt}], temperature=0.0, max_tokens=30
+            model=deployment, messages=[{"role": "user", "content": prompt}], **params
         )
         usage = response.usage
         line = {

@@ -57,8 +57,8 @@ param openAiRequestsPerMinute int = 0
 @description('Name of the model deployment (empty: the model name). The app sends rows to it unless a pipeline names another.')
 param openAiDeploymentName string = ''
 
-@description('Azure OpenAI data-plane API version the app calls.')
-param openAiApiVersion string = '2024-10-21'
+@description('Azure OpenAI data-plane API version the app calls (processing/core/settings.py says why not the GA 2024-10-21).')
+param openAiApiVersion string = '2025-04-01-preview'
 
 @minValue(1)
 @maxValue(1000)

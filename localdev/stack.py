@@ -315,6 +315,7 @@ def start_stack(
     in_memory: bool = True,
     detached: bool = False,
     deployments: list[str] | tuple[str, ...] = DEFAULT_DEPLOYMENTS,
+    models: Mapping[str, Mapping[str, Any]] | None = None,
     rpm: int = 0,
     tpm: int = 0,
     latency_ms: float = 0.0,
@@ -335,6 +336,8 @@ def start_stack(
     `storage_auth="oauth"`: Azurite over HTTPS taking bearer tokens, and app settings with
     no key (see the module docstring); "key" (the default) gives the app Azurite's
     development connection string. `azurite_queue_gc_ms`: see `azurite.start_azurite`.
+    `models`: the emulator's model profiles (localdev.openai_emulator.models); the first
+    deployment is the app's AZURE_OPENAI_DEPLOYMENT.
     `event_grid_interval`: seconds between the local Event Grid's polls of `input`
     (localdev/event_grid); None runs no Event Grid (only whoever sends events raises them).
     """
@@ -348,6 +351,7 @@ def start_stack(
     # Validated before anything starts: a bad fault rate should not leave Azurite behind.
     config = EmulatorConfig(
         deployments=list(deployments),
+        models={name: dict(profile) for name, profile in (models or {}).items()},
         rpm=rpm,
         tpm=tpm,
         latency_ms=latency_ms,

@@ -29,6 +29,8 @@ from rowsmith_cli.target import Target
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 3
+# The job is done but not one row has an answer (every row an error): nothing to use, so not a success.
+EXIT_NO_ROWS_ANSWERED = 4
 
 
 def summary(manifest: Manifest) -> dict[str, Any]:
@@ -52,6 +54,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "cancelled_rows": manifest.counts.get("cancelled", 0),
         "prompt_tokens": manifest.tokens.get("prompt", 0),
         "completion_tokens": manifest.tokens.get("completion", 0),
+        "reasoning_tokens": manifest.tokens.get("reasoning", 0),
         "seconds": round((finished or time.time()) - started, 1) if started else None,
         "results_blob": output_blob("csv"),
         "results_jsonl_blob": output_blob("jsonl"),
@@ -141,6 +144,15 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
         return EXIT_TIMEOUT, {"job": job, "state": "not-started", "error": "the job did not start in time"}
     info = summary(manifest)
     if manifest.state == JobState.DONE:
+        failed = info["error_rows"]
+        if failed and not info["ok_rows"]:
+            info["error"] = f"every row failed ({failed} of {info['total_rows']}): {_main_error(manifest)}"
+            return EXIT_NO_ROWS_ANSWERED, info
+        if failed:
+            info["warning"] = (
+                f"{failed} of {info['total_rows']} rows failed ({_main_error(manifest)}); "
+                f"`rowsmith results {job} --failed` writes them to a CSV to upload again"
+            )
         return EXIT_OK, info
     if manifest.state == JobState.FAILED:
         return EXIT_FAILED, info
@@ -239,6 +251,20 @@ async def results(
         async for chunk in stream.chunks():
             out.write(chunk)
     return EXIT_OK, {**summary(manifest), "file": str(dest)}
+
+
+def _main_error(manifest: Manifest) -> str:
+    """The commonest error of a job's rows, in a few words: its code, how many rows, its first message."""
+    if not manifest.row_errors:
+        missing = manifest.counts.get("missing", 0)
+        return f"{missing} row(s) never got a result" if missing else "see the results' error column"
+    code, info = next(iter(manifest.row_errors.items()))
+    example = " ".join(str(info.get("example", "")).split())
+    if len(example) > 240:
+        example = example[:237] + "..."
+    return (
+        f"{info.get('rows', 0)} with code {code}: {example}" if example else f"{info.get('rows', 0)} with code {code}"
+    )
 
 
 def describe(info: dict[str, Any]) -> str:

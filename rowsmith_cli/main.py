@@ -119,6 +119,8 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(commands.describe(info))
     if info.get("message"):
         print(info["message"])
+    if info.get("warning"):
+        print(f"warning: {info['warning']}", file=sys.stderr)
     if info.get("error_report_blob"):
         print(f"error report: {info['error_report_blob']}", file=sys.stderr)
     if info.get("file") and command == "results":

@@ -10,7 +10,10 @@ Endpoints
 - `POST /openai/v1/chat/completions` (the v1 shape: the deployment is the body's `model`).
 
 An unknown deployment is a 404 `DeploymentNotFound` (deployments are a configured list,
-default `gpt-4o-mini`); a body without a non-empty `messages` list is a 400.
+default `gpt-5.6-luna`, a reasoning model as in infra/main.bicep, and `gpt-4.1-mini`, a
+standard one); a body without a non-empty `messages` list is a 400. Each deployment has a
+model profile (reasoning or not, model name, retired or not) that decides which parameters
+it takes and how it spends its token budget.
 
 Modules
 -------
@@ -18,6 +21,7 @@ Modules
 - `auth`: bearer-token verification (`disableLocalAuth: true`: no api-key).
 - `chat`: the request body's validation and its prompt-token estimate.
 - `answers`: the deterministic answer rule and the completion body with its usage.
+- `models`: model profiles: what a reasoning or retired model answers that a standard one does not.
 - `quota`: RPM/TPM over a sliding 60-second window per deployment.
 - `faults`: injected faults, drawn from a seeded random or triggered by markers.
 - `errors`: Azure's error bodies.

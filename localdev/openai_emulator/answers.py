@@ -26,10 +26,15 @@ content given as parts is the concatenation of its text parts) and
 - `n` > 1 gives n identical choices.
 
 Usage, in every answer: `prompt_tokens` is the request's estimate (localdev.openai_emulator.chat),
-`completion_tokens = len(answer) // 4 + 1`. If that exceeds the request's
-`max_completion_tokens` (or `max_tokens`), the content is cut to `4 * max_tokens`
-characters, `completion_tokens = max_tokens` and `finish_reason` is "length" (so a cut JSON
-answer does not parse, as with a real model); else "stop".
+`completion_tokens = reasoning + len(answer) // 4 + 1`, where `reasoning` is what the
+deployment's model profile spends thinking (0 for a standard model;
+localdev.openai_emulator.models) and is reported as
+`completion_tokens_details.reasoning_tokens`. The budget is the request's
+`max_completion_tokens` (or `max_tokens`); reasoning is spent first, out of it (a budget no
+larger than the reasoning gives an empty answer). If the answer exceeds what is left, the
+content is cut to `4 * left` characters, `completion_tokens` is the budget and
+`finish_reason` is "length" (so a cut JSON answer does not parse, as with a real model);
+else "stop".
 """
 
 from __future__ import annotations
@@ -157,23 +162,32 @@ def malformed_answer(request: ChatRequest, kind: str) -> str:
 @dataclass
 class Completion:
     body: dict[str, Any]  # the chat.completion object
-    completion_tokens: int  # of every choice together
+    completion_tokens: int  # of every choice together, reasoning included
+    reasoning_tokens: int = 0
 
 
-def completion(chat: ChatRequest, completion_id: str, content: str | None = None) -> Completion:
-    """The answer to `chat` (`content`, or by the answer rule), with its usage and finish reason."""
+def completion(
+    chat: ChatRequest, completion_id: str, content: str | None = None, *, reasoning: int = 0, model: str = ""
+) -> Completion:
+    """The answer to `chat` (`content`, or by the answer rule), with its usage and finish reason.
+
+    `reasoning`: the tokens the model thinks before answering, spent first out of the budget."""
     content = render_answer(chat) if content is None else content
     tokens = len(content) // 4 + 1
     finish = "stop"
-    if chat.max_tokens is not None and tokens > chat.max_tokens:
-        content, tokens, finish = content[: 4 * chat.max_tokens], chat.max_tokens, "length"
+    if chat.max_tokens is not None and reasoning >= chat.max_tokens:
+        content, tokens, reasoning, finish = "", 0, chat.max_tokens, "length"
+    elif chat.max_tokens is not None and reasoning + tokens > chat.max_tokens:
+        left = chat.max_tokens - reasoning
+        content, tokens, finish = content[: 4 * left], left, "length"
+    tokens += reasoning
     n = int(chat.body.get("n") or 1)
     message = {"role": "assistant", "content": content, "refusal": None}
     body = {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": chat.deployment,
+        "model": model or chat.deployment,
         "system_fingerprint": "fp_rowsmith_emulator",
         "prompt_filter_results": _PROMPT_FILTER_RESULTS,
         "choices": [
@@ -190,6 +204,13 @@ def completion(chat: ChatRequest, completion_id: str, content: str | None = None
             "prompt_tokens": chat.prompt_tokens,
             "completion_tokens": tokens * n,
             "total_tokens": chat.prompt_tokens + tokens * n,
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning * n,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+                "audio_tokens": 0,
+            },
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         },
     }
-    return Completion(body, tokens * n)
+    return Completion(body, tokens * n, reasoning * n)

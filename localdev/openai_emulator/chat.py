@@ -25,7 +25,7 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     user_text: str
     prompt_tokens: int
-    max_tokens: int | None
+    max_tokens: int | None  # max_completion_tokens, else max_tokens: the whole completion budget
 
 
 class BadRequestError(Exception):

@@ -1,7 +1,7 @@
 """`python -m localdev.openai_emulator`: the command line, and the flags that start a child emulator.
 
 Run: `python -m localdev.openai_emulator --port N --jwks-url URL [--rpm R] [--tpm T]
-[--latency-ms L] [--deployments a,b] [--seed S] [--fault-rates JSON]`; it prints one JSON
+[--latency-ms L] [--deployments a,b] [--models JSON] [--seed S] [--fault-rates JSON]`; it prints one JSON
 line starting `{"ready": "openai-emulator"` once it listens. The control API requires
 `X-IDENTITY-HEADER` with $IDENTITY_HEADER (the stack's); without it a random value is made up
 and printed in that line as `control_header`.
@@ -32,6 +32,7 @@ _PACKAGE_DOC = localdev.openai_emulator.__doc__ or ""
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     config = EmulatorConfig(
         deployments=[d.strip() for d in args.deployments.split(",") if d.strip()],
+        models=json.loads(args.models) if args.models else {},
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         rpm=args.rpm,
@@ -62,6 +63,8 @@ def config_to_args(config: EmulatorConfig) -> list[str]:
     ]  # fmt: skip
     if config.fault_rates:
         args += ["--fault-rates", json.dumps(config.fault_rates)]
+    if config.models:
+        args += ["--models", json.dumps(config.models)]
     if config.seed is not None:
         args += ["--seed", str(config.seed)]
     return args
@@ -72,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="listen port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--jwks-url", required=True, help="the identity endpoint's /.well-known/jwks.json")
     parser.add_argument("--deployments", default=",".join(DEFAULT_DEPLOYMENTS), help="comma-separated names")
+    parser.add_argument(
+        "--models", help='JSON model profiles, for example {"tickets": {"model": "gpt-5.6-luna", "retired": false}}'
+    )
     parser.add_argument("--rpm", type=int, default=0, help="requests per minute per deployment (0: unlimited)")
     parser.add_argument("--tpm", type=int, default=0, help="tokens per minute per deployment (0: unlimited)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="mean added latency")

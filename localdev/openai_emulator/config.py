@@ -6,8 +6,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from localdev.openai_emulator.faults import FAULT_KINDS
+from localdev.openai_emulator.models import validate_models
 
-DEFAULT_DEPLOYMENTS = ("gpt-4o-mini",)
+# The first is infra/main.bicep's default model (a reasoning one), which the local stack gives
+# the app as AZURE_OPENAI_DEPLOYMENT (tests/infra checks they agree); the second is a standard
+# (non-reasoning) model, for pipelines that name it.
+REASONING_DEPLOYMENT = "gpt-5.6-luna"
+STANDARD_DEPLOYMENT = "gpt-4.1-mini"
+DEFAULT_DEPLOYMENTS = (REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT)
 DEFAULT_MAX_TOKENS = 1000
 DEFAULT_CONTEXT_WINDOW = 128_000
 
@@ -15,6 +21,8 @@ DEFAULT_CONTEXT_WINDOW = 128_000
 @dataclass
 class EmulatorConfig:
     deployments: list[str] = field(default_factory=lambda: list(DEFAULT_DEPLOYMENTS))
+    # Per-deployment model profiles (localdev.openai_emulator.models); unnamed ones follow the name.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     rpm: int = 0
@@ -34,7 +42,8 @@ class EmulatorConfig:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         merged = asdict(self)
         for key, value in changes.items():
-            merged[key] = {**self.fault_rates, **value} if key == "fault_rates" and isinstance(value, dict) else value
+            merged_dicts = key in ("fault_rates", "models") and isinstance(value, dict)
+            merged[key] = {**getattr(self, key), **value} if merged_dicts else value
         new = EmulatorConfig(**merged)
         new.validate()
         return new
@@ -44,6 +53,7 @@ class EmulatorConfig:
             self.deployments = [d.strip() for d in self.deployments.split(",") if d.strip()]
         if not isinstance(self.deployments, list) or not all(isinstance(d, str) and d for d in self.deployments):
             raise ValueError("deployments must be a list of names")
+        self.models = validate_models(self.models)
         for name in ("latency_ms", "jitter_ms", "timeout_seconds"):
             value = float(getattr(self, name))
             if value < 0:

@@ -2,7 +2,9 @@
 
 A chat request is checked in this order: authentication (localdev.openai_emulator.auth),
 the api-version (missing: 404, as in Azure), the body (localdev.openai_emulator.chat: a
-400), the deployment (404 `DeploymentNotFound`), the context window (a prompt estimate
+400), the deployment (404 `DeploymentNotFound`), its model profile (a retired model: 404 "Resource
+not found"; parameters the model does not take: Azure's 400; localdev.openai_emulator.models),
+the context window (a prompt estimate
 above `context_window`, default 128,000, is a 400 `context_length_exceeded`), an injected
 429 (no quota used), the quota (localdev.openai_emulator.quota), latency, then an injected
 fault or the answer (localdev.openai_emulator.answers).
@@ -42,6 +44,7 @@ from localdev.openai_emulator.errors import (
     throttle_body,
 )
 from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS, FaultDraw
+from localdev.openai_emulator.models import profile_for, reasoning_tokens, rejected
 from localdev.openai_emulator.quota import Quotas
 from localdev.openai_emulator.stats import Stats
 from localdev.ports import LOOPBACK, ServedApp, serve_app
@@ -116,6 +119,14 @@ class OpenAIEmulator:
         if deployment not in self.config.deployments:
             return self._json(404, DEPLOYMENT_NOT_FOUND_BODY)
         self.stats.deployments[deployment]["requests"] += 1
+        profile = profile_for(deployment, self.config.models)
+        if profile.retired:
+            self.stats.deployments[deployment]["retired"] += 1
+            return self._json(404, NOT_FOUND_BODY, deployment)
+        refused = rejected(profile, body)
+        if refused is not None:
+            self.stats.deployments[deployment]["rejected_parameters"] += 1
+            return self._json(400, refused, deployment)
         chat = chat_request(deployment, api_version, body)
         if chat.prompt_tokens > self.config.context_window:
             return self._json(400, context_length_body(self.config.context_window, chat.prompt_tokens), deployment)
@@ -182,11 +193,19 @@ class OpenAIEmulator:
 
     def _answer(self, chat: ChatRequest, content: str | None = None) -> web.Response:
         self._ids += 1
-        answer = completion(chat, f"chatcmpl-emu-{self._ids:010d}", content)
+        profile = profile_for(chat.deployment, self.config.models)
+        answer = completion(
+            chat,
+            f"chatcmpl-emu-{self._ids:010d}",
+            content,
+            reasoning=reasoning_tokens(profile, chat.body),
+            model=profile.model,
+        )
         stats = self.stats
         stats.answered += 1
         stats.prompt_tokens += chat.prompt_tokens
         stats.completion_tokens += answer.completion_tokens
+        stats.reasoning_tokens += answer.reasoning_tokens
         stats.deployments[chat.deployment]["answered"] += 1
         return self._json(200, answer.body, chat.deployment)
 

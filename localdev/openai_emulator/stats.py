@@ -25,7 +25,8 @@ class Stats:
     auth: Counter[str] = field(default_factory=lambda: Counter({"bearer": 0, "api-key": 0, "none": 0}))
     faults: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning included
+    reasoning_tokens: int = 0
     deployments: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class Stats:
             "tokens": {
                 "prompt": self.prompt_tokens,
                 "completion": self.completion_tokens,
+                "reasoning": self.reasoning_tokens,
                 "total": self.prompt_tokens + self.completion_tokens,
             },
             "deployments": {name: dict(c) for name, c in self.deployments.items()},

@@ -20,6 +20,11 @@ from processing.core.errors import ConfigurationError
 from processing.core.settings import StorageSettings
 
 log = logging.getLogger("localdev.runner")
+# The host's own queue polling is not the app's: the real host (.NET) logs none of it through the
+# Python worker, so the runner's storage clients log their requests here, quiet, instead of
+# under azure.*, which stays the app's to set (processing/adapters/clients.py).
+HOST_HTTP_LOG = logging.getLogger("localdev.runner.host_http")
+HOST_HTTP_LOG.setLevel(logging.WARNING)
 
 
 def default_credential() -> AsyncTokenCredential:
@@ -91,6 +96,8 @@ class Connections:
         if storage.connection_string:  # Azurite only
             # Loopback needs no proxy or netrc; with env settings on, aiohttp looks both up in a
             # thread for every request.
-            return QueueServiceClient.from_connection_string(storage.connection_string, use_env_settings=False)
+            return QueueServiceClient.from_connection_string(
+                storage.connection_string, use_env_settings=False, logger=HOST_HTTP_LOG
+            )
         assert storage.queue_url
-        return QueueServiceClient(storage.queue_url, credential=self._credential_for_identity())
+        return QueueServiceClient(storage.queue_url, credential=self._credential_for_identity(), logger=HOST_HTTP_LOG)

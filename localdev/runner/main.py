@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if level != "DEBUG":
-        # The storage SDK logs every request at INFO: noise, and real cost at thousands of messages a minute.
-        logging.getLogger("azure").setLevel(logging.WARNING)
+    if level == "DEBUG":
+        # The app quiets the SDKs' loggers itself (processing/adapters/clients.py), as it must in
+        # the real worker, which forwards every record; a DEBUG run wants to hear them.
+        for name in ("azure", "httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         return asyncio.run(_main(args))
     except (RunnerError, OSError) as exc:

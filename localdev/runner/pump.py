@@ -203,6 +203,10 @@ class Pump:
             current = asyncio.current_task()
             if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
                 raise  # shutdown cancelled the invocation: _handle hands the message back
+            # Anything else the function raised is a failed invocation. A stray CancelledError from
+            # deep inside it counts as one here too, which the real worker does not do: it sends no
+            # response for it, and the host waits out functionTimeout and restarts the worker.
+            # function_app._handle turns it into an ordinary exception so both agree.
             self.stats.failures += 1
             if isinstance(exc, TimeoutError):
                 self.stats.timeouts += 1

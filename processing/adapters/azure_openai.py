@@ -4,11 +4,17 @@ The openai client is built with `max_retries=0`: it would otherwise sleep on a 4
 to two minutes per retry. Here a 429 is never slept on: it becomes `Throttled` and the row
 goes back to the queue with the server's delay, so quota pressure costs no dequeue attempt
 and holds no worker. 5xx, timeouts and dropped connections get a few quick retries.
+
+The request's parameters follow the deployment's model family (processing/core/model_family.py).
+A 400 that says the family was wrong (`temperature` or `max_tokens` unsupported, and so on) is
+not the row's fault: the row is asked again at once with the parameters that 400 asks for, and
+the process remembers the family of that deployment, so later rows never see that 400.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +23,14 @@ import openai
 from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
+from processing.core import model_family
 from processing.core.answers import parse_answer
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
+from processing.core.model_family import Family
 from processing.core.pipelines import Pipeline, PipelineError
 from processing.core.rate_limiter import RateLimiter, estimate_tokens
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER = 5.0
 # A JSON-schema answer that does not parse is asked for again this many times in all, then
@@ -32,7 +42,31 @@ JSON_TRIES = 3
 class Answer:
     value: Any  # str for text pipelines, dict for JSON-schema pipelines
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # reasoning tokens included, as Azure counts (and bills) them
+    reasoning_tokens: int = 0
+
+
+# The family each deployment turned out to be, learnt from a 400 (this process's memory:
+# Functions keeps a worker process for many invocations).
+_families: dict[str, Family] = {}
+
+
+class WrongFamily(Exception):
+    """Azure's 400 says the deployment is of another family: ask again as `family`."""
+
+    def __init__(self, family: Family, message: str) -> None:
+        super().__init__(message)
+        self.family = family
+
+
+def family_for(deployment: str, configured: str) -> Family:
+    """The family to ask `deployment` as: what a 400 taught this process, else the configured one."""
+    return _families.get(deployment) or model_family.resolve(configured, deployment)
+
+
+def forget_families() -> None:
+    """Forget what 400s taught (tests start each case from the configuration)."""
+    _families.clear()
 
 
 def retry_after(headers: Any) -> float:
@@ -64,6 +98,10 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return str(_error_object(exc).get("message") or exc)
 
 
+def _error_param(exc: openai.APIStatusError) -> str:
+    return str(exc.param or _error_object(exc).get("param") or "")
+
+
 def build_messages(pipeline: Pipeline, user: str) -> list[dict[str, str]]:
     messages = []
     if pipeline.system_prompt:
@@ -81,21 +119,44 @@ async def complete(
     using_key: bool = False,
     retries: int = 0,
     limiter: RateLimiter | None = None,
+    family: str = "auto",
 ) -> Answer:
     """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call.
 
     Every attempt first takes its turn from `limiter` (which may raise Throttled instead of
     waiting long); a 429 slows the limiter down and is raised as Throttled, never slept on.
+    `family` is the configured model family (auto, reasoning, standard); a 400 that says it is
+    wrong is answered by one more attempt as the family it names.
     """
     messages = build_messages(pipeline, user)
-    cost = estimate_tokens(messages, pipeline.max_tokens)
     failures = 0
     bad_json = 0
+    switched = False
     while True:
+        current = family_for(deployment, family)
+        # Azure admits a request by its prompt plus the completion budget it asks for.
+        cost = estimate_tokens(messages, model_family.budget(pipeline, current))
         if limiter:
             await limiter.acquire(cost)
         try:
-            answer, headers = await _complete_once(client, pipeline, deployment, messages, using_key=using_key)
+            answer, headers = await _complete_once(
+                client, pipeline, deployment, messages, using_key=using_key, family=current
+            )
+        except WrongFamily as exc:
+            if switched:
+                raise RowError(str(exc), code="bad_request") from None
+            switched = True
+            if _families.get(deployment) != exc.family:
+                log.warning(
+                    "deployment %s answered as a %s model would not (%s); asking it as a %s model from now on. "
+                    "Set AZURE_OPENAI_MODEL_FAMILY or the pipeline's model_family to skip this first 400",
+                    deployment,
+                    current,
+                    exc,
+                    exc.family,
+                )
+                _families[deployment] = exc.family
+            continue
         except Throttled as exc:
             if limiter:
                 limiter.on_throttled(exc.retry_after)
@@ -116,6 +177,10 @@ async def complete(
             continue
         if limiter:
             limiter.on_answer(headers, cost)
+        if answer.reasoning_tokens and current != Family.REASONING and deployment not in _families:
+            # It reasons although it took a standard request: give later rows room to think.
+            log.warning("deployment %s reasons (it spent reasoning tokens): asking it as a reasoning model", deployment)
+            _families[deployment] = Family.REASONING
         return answer
 
 
@@ -126,8 +191,9 @@ async def _complete_once(
     messages: list[dict[str, str]],
     *,
     using_key: bool,
+    family: Family = Family.STANDARD,
 ) -> tuple[Answer, Any]:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = model_family.request_params(pipeline, family)
     if pipeline.output.kind == "json":
         kwargs["response_format"] = {
             "type": "json_schema",
@@ -138,8 +204,6 @@ async def _complete_once(
         raw = await client.chat.completions.with_raw_response.create(
             model=deployment,
             messages=messages,  # type: ignore[arg-type]
-            temperature=pipeline.temperature,
-            max_tokens=pipeline.max_tokens,
             **kwargs,
         )
         response = raw.parse()
@@ -147,6 +211,10 @@ async def _complete_once(
         raise Throttled(retry_after(exc.response.headers), f"429 from Azure OpenAI: {_server_message(exc)}") from None
     except openai.BadRequestError as exc:
         code = _error_code(exc)
+        message = _server_message(exc)
+        other = model_family.next_family(family, code, _error_param(exc), message)
+        if other is not None:
+            raise WrongFamily(other, f"400 {code or 'BadRequest'}: {message}") from None
         if code in ("content_filter", "context_length_exceeded"):
             raise RowError(f"{code}: {_server_message(exc)}", code=code) from None
         raise RowError(
@@ -177,6 +245,18 @@ async def _complete_once(
         ) from None
     except openai.NotFoundError as exc:
         where = f"pipelines/{pipeline.name}.toml (deployment)" if pipeline.deployment else "AZURE_OPENAI_DEPLOYMENT"
+        if _error_code(exc) == "404":
+            # Not DeploymentNotFound: the deployment exists but cannot answer. Azure answers
+            # exactly this ("Resource not found") once the deployment's model version is retired.
+            raise PipelineError(
+                f"Azure OpenAI answered 404 ({_server_message(exc)}) for deployment {deployment!r}: the deployment "
+                "exists but does not serve chat completions. Azure answers this when the deployment's model "
+                "version is retired (the portal shows 'Retired model version' on the deployment), or when "
+                "AZURE_OPENAI_API_VERSION is not a version it serves",
+                where=where,
+                fix="deploy a current model (docs/deploy.md, The model: `azd env set AZURE_OPENAI_MODEL ...` and "
+                f"`azd up`) and point {where} at it, or correct AZURE_OPENAI_API_VERSION; then upload the file again",
+            ) from None
         raise PipelineError(
             f"Azure OpenAI has no deployment {deployment!r} (404 {_error_code(exc)}): {_server_message(exc)}",
             where=where,
@@ -195,11 +275,19 @@ async def _complete_once(
     usage = response.usage
     prompt_tokens = usage.prompt_tokens if usage else 0
     completion_tokens = usage.completion_tokens if usage else 0
+    details = usage.completion_tokens_details if usage else None
+    reasoning_tokens = (details.reasoning_tokens or 0) if details else 0
     content = choice.message.content or ""
     if choice.finish_reason == "content_filter":
         raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")
+    if choice.finish_reason == "length" and not content.strip():
+        if reasoning_tokens and family != Family.REASONING:
+            # A reasoning model that took our standard parameters (temperature 1 is its default)
+            # and thought through a budget sized for the answer alone: ask again with room to think.
+            raise WrongFamily(Family.REASONING, f"spent {reasoning_tokens} reasoning tokens and gave no answer")
+        raise RowError(_empty_at_length(pipeline, family, completion_tokens, reasoning_tokens), code="length")
     if pipeline.output.kind == "text":
-        return Answer(content, prompt_tokens, completion_tokens), raw.headers
+        return Answer(content, prompt_tokens, completion_tokens, reasoning_tokens), raw.headers
     if choice.finish_reason == "length":
         raise RowError(
             f"the answer was cut off at max_tokens={pipeline.max_tokens} before the JSON was complete; "
@@ -207,4 +295,19 @@ async def _complete_once(
             code="length",
         )
     value = parse_answer(content, pipeline.output.schema)  # strict JSON, checked against the schema
-    return Answer(value, prompt_tokens, completion_tokens), raw.headers
+    return Answer(value, prompt_tokens, completion_tokens, reasoning_tokens), raw.headers
+
+
+def _empty_at_length(pipeline: Pipeline, family: Family, spent: int, reasoning: int) -> str:
+    where = f"pipelines/{pipeline.name}.toml"
+    if family == Family.REASONING:
+        return (
+            f"the model used its whole budget of {model_family.budget(pipeline, family)} completion tokens "
+            f"({reasoning} of them reasoning) and gave no answer: raise reasoning_budget "
+            f"(now {pipeline.reasoning_budget}) or max_tokens (now {pipeline.max_tokens}) in {where}, "
+            "or lower reasoning_effort"
+        )
+    return (
+        f"the answer was cut off at max_tokens={pipeline.max_tokens} before any text ({spent} tokens spent): "
+        f"raise max_tokens in {where}"
+    )

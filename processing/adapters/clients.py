@@ -108,7 +108,24 @@ class Clients:
         await self.credential.close()
 
 
+# Loggers of the SDKs this app calls through. At INFO, azure-core logs every HTTP request and
+# response, and openai and httpx a line per call: the Python worker forwards every record to the
+# host, so about five lines per row would go to Application Insights (and cost there). Their
+# warnings and errors still come through. openai 3.x sends through httpx2 (httpx's successor),
+# which logs under its own name; httpx covers other clients and older openai releases.
+QUIET_LOGGERS = ("azure", "httpx", "httpx2", "openai")
+
+
+def quiet_sdk_loggers() -> None:
+    """Set the SDKs' loggers to WARNING unless someone set them already (a DEBUG session, say)."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 def build_clients(settings: Settings) -> Clients:
+    quiet_sdk_loggers()  # once per process, with the clients
     credential = make_credential(settings)
     return Clients(
         settings=settings,

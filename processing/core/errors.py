@@ -59,3 +59,11 @@ class BadMessage(RowsmithError):
 class BadName(BadMessage):
     """A job id, blob name, claim, eTag or pipeline name that fails the layout's validator
     (processing/core/layout.py): no path may be derived from it."""
+
+
+class CancelledFromInside(RowsmithError):
+    """The work raised asyncio.CancelledError although nobody cancelled the invocation.
+
+    Raised instead of it so the host sees an ordinary failure: the Python worker sends no
+    response for a CancelledError, and the host would wait out functionTimeout, then restart
+    the worker (ending every invocation in flight)."""

@@ -46,7 +46,10 @@ class Manifest:
     total_rows: int | None = None
     ingested_rows: int = 0  # resume point: rows before it are enqueued (or recorded)
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
-    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0})
+    # completion includes reasoning (as Azure counts and bills them); reasoning is its share.
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0, "reasoning": 0})
+    # Error rows by code, most rows first: {"length": {"rows": 240, "example": "<first message>"}}.
+    row_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     error: dict[str, str] | None = None
     results: dict[str, str] = field(default_factory=dict)

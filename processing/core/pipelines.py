@@ -22,6 +22,14 @@ _JSON_TYPES = {"string", "integer", "number", "boolean", "array", "object", "nul
 DELIMITERS = {",", ";", "\t", "|"}
 # Azure OpenAI structured outputs (strict) accept schemas nested at most this deep.
 _MAX_SCHEMA_DEPTH = 10
+# Values of `reasoning_effort` some reasoning model accepts (each model accepts a subset;
+# Azure answers a 400 naming the value otherwise); "" sends none (the model's default).
+REASONING_EFFORTS = ("", "none", "minimal", "low", "medium", "high", "xhigh")
+# processing/core/model_family.py's configurable families; "" is the app's AZURE_OPENAI_MODEL_FAMILY.
+MODEL_FAMILIES = ("", "auto", "reasoning", "standard")
+# Completion tokens a reasoning model may spend thinking before it answers, on top of
+# max_tokens. Sized so the shipped pipelines answer on a reasoning model at its default effort.
+DEFAULT_REASONING_BUDGET = 2000
 
 
 class PipelineError(ConfigurationError):
@@ -64,8 +72,11 @@ class Pipeline:
     system_prompt: str = ""
     description: str = ""
     deployment: str = ""  # empty: the app's AZURE_OPENAI_DEPLOYMENT
-    temperature: float = 0.0
-    max_tokens: int = 500
+    temperature: float = 0.0  # sent to standard models only; reasoning models accept only their default
+    max_tokens: int = 500  # the answer's budget, on both model families
+    reasoning_effort: str = ""  # reasoning models only; "" leaves the model's default
+    reasoning_budget: int = DEFAULT_REASONING_BUDGET  # reasoning models: added to max_tokens
+    model_family: str = ""  # "", auto, reasoning or standard ("": the app's AZURE_OPENAI_MODEL_FAMILY)
     rows_per_message: int = 1
     # This instance's share of the deployment's quota (0: not paced, only 429s slow it down).
     rpm: int = 0
@@ -189,6 +200,9 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
             deployment=str(data.get("deployment", "")),
             temperature=float(data.get("temperature", 0.0)),
             max_tokens=int(data.get("max_tokens", 500)),
+            reasoning_effort=str(data.get("reasoning_effort", "")),
+            reasoning_budget=int(data.get("reasoning_budget", DEFAULT_REASONING_BUDGET)),
+            model_family=str(data.get("model_family", "")),
             rows_per_message=int(data.get("rows_per_message", 1)),
             rpm=int(data.get("rpm", 0)),
             tpm=int(data.get("tpm", 0)),
@@ -201,6 +215,22 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
         raise PipelineError(f"pipeline {source}: {exc}", where=source, fix=_fix(source)) from None
     _expect(0.0 <= pipeline.temperature <= 2.0, source, "temperature must be between 0 and 2")
     _expect(1 <= pipeline.max_tokens <= 100_000, source, "max_tokens must be between 1 and 100000")
+    _expect(
+        pipeline.reasoning_effort in REASONING_EFFORTS,
+        source,
+        f"reasoning_effort must be one of {', '.join(e for e in REASONING_EFFORTS if e)} "
+        "(or empty: the model's default)",
+    )
+    _expect(
+        0 <= pipeline.reasoning_budget <= 100_000,
+        source,
+        "reasoning_budget must be between 0 and 100000 (tokens a reasoning model may think, on top of max_tokens)",
+    )
+    _expect(
+        pipeline.model_family in MODEL_FAMILIES,
+        source,
+        'model_family must be "auto", "reasoning" or "standard" (or empty: the app\'s AZURE_OPENAI_MODEL_FAMILY)',
+    )
     _expect(1 <= pipeline.rows_per_message <= 100, source, "rows_per_message must be between 1 and 100")
     _expect(pipeline.rpm >= 0 and pipeline.tpm >= 0, source, "rpm and tpm must not be negative (0: not paced)")
     _expect(

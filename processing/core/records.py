@@ -1,7 +1,9 @@
 """A row's result record: what process appends to a shard and finalize reads back.
 
-One JSON line per row, `{"i": index, "status": "ok", "cells": [...], "answer": ..., "usage": [p, c]}`
-or `{"i": index, "status": "error", "cells": [...], "error": "...", "code": "..."}`. A shard may
+One JSON line per row, `{"i": index, "status": "ok", "cells": [...], "answer": ..., "usage": [p, c, r]}`
+or `{"i": index, "status": "error", "cells": [...], "error": "...", "code": "..."}`. The usage is
+prompt, completion (reasoning included) and reasoning tokens; records written before reasoning
+tokens were counted have two numbers. A shard may
 hold a row more than once (appends are not idempotent); finalize keeps the first.
 """
 
@@ -24,10 +26,10 @@ class Record:
     answer: Any = None  # text, or a dict of JSON-schema fields
     error: str = ""
     code: str = ""  # RowCode: machine-readable error kind
-    usage: tuple[int, int] = (0, 0)  # prompt, completion tokens
+    usage: tuple[int, int, int] = (0, 0, 0)  # prompt, completion (reasoning included), reasoning tokens
 
     @classmethod
-    def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int]) -> Record:
+    def answered(cls, index: int, cells: Sequence[str], answer: Any, usage: tuple[int, int, int]) -> Record:
         # The answer is the model's (steered by the row's cells): its text is cleaned here, where it enters.
         return cls(index, RowStatus.OK, [clean_text(c) for c in cells], answer=clean_json(answer), usage=usage)
 
@@ -52,7 +54,7 @@ class Record:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
-        usage = data.get("usage") or (0, 0)
+        usage = [*(data.get("usage") or ()), 0, 0, 0]  # two numbers in records written before reasoning
         # A shard line is JSON with every non-ASCII character escaped, so `\ud800` reads back as a
         # lone surrogate: cleaned again here, for shards written before records were cleaned.
         return cls(
@@ -62,7 +64,7 @@ class Record:
             answer=clean_json(data.get("answer")),
             error=clean_text(str(data.get("error", ""))),
             code=clean_text(str(data.get("code", ""))),
-            usage=(int(usage[0]), int(usage[1])),
+            usage=(int(usage[0]), int(usage[1]), int(usage[2])),
         )
 
 

@@ -22,7 +22,16 @@ from processing.core.layout import STORAGE_CONNECTION
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY")
-DEFAULT_API_VERSION = "2024-10-21"
+# The data-plane API version. Not the latest GA (2024-10-21): `reasoning_effort` arrived in
+# 2024-12-01-preview, and GPT-5-family deployments (the Bicep's default model is one) need
+# 2025-04-01-preview or later. `max_completion_tokens`, which reasoning models require instead of
+# `max_tokens`, exists since 2024-09-01-preview and standard models accept it on these versions
+# too, so one request shape serves both families (processing/core/model_family.py). An older
+# version set in AZURE_OPENAI_API_VERSION still works: its 400 for `max_completion_tokens` makes
+# the app fall back to `max_tokens`.
+DEFAULT_API_VERSION = "2025-04-01-preview"
+# infra/main.bicep's default model (and deployment name); tests/infra checks they agree.
+DEFAULT_DEPLOYMENT = "gpt-5.6-luna"
 
 Parser = Callable[[str, str], Any]  # (setting name, raw text) -> value; raises ConfigurationError
 
@@ -54,6 +63,16 @@ def number(name: str, raw: str) -> float:
 
 def text(name: str, raw: str) -> str:
     return raw
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in allowed:
+            raise ConfigurationError(f"setting {name}={raw!r} must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
 
 
 def url(name: str, raw: str) -> str:
@@ -116,7 +135,7 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
     Setting(
         "AZURE_OPENAI_DEPLOYMENT",
         "Model deployment used by pipelines that do not name one.",
-        default="gpt-4o-mini",
+        default=DEFAULT_DEPLOYMENT,
         attribute="openai_deployment",
         azure=True,
     ),
@@ -126,6 +145,16 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         default=DEFAULT_API_VERSION,
         attribute="openai_api_version",
         azure=True,
+    ),
+    Setting(
+        "AZURE_OPENAI_MODEL_FAMILY",
+        "Whether the deployments are reasoning models (`reasoning`: no `temperature`, `max_completion_tokens` = "
+        "`max_tokens` + `reasoning_budget`), `standard` ones, or `auto`: guessed from the name (`o*`, `gpt-5*`) "
+        "and corrected, once per deployment and process, by the 400 Azure answers to a wrong guess (the row is "
+        "asked again at once, never failed for it). A pipeline's `model_family` overrides it.",
+        default="auto",
+        attribute="openai_model_family",
+        parse=choice("auto", "reasoning", "standard"),
     ),
     Setting(
         "AZURE_OPENAI_API_KEY",
@@ -160,7 +189,8 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
             (
                 "AZURE_OPENAI_TPM",
                 "openai_tpm",
-                "Tokens per minute (prompt + max_tokens) one instance may send, for pipelines without `tpm`.",
+                "Tokens per minute (prompt + completion budget, reasoning included) one instance may send, for "
+                "pipelines without `tpm`.",
             ),
         )
     ),
@@ -320,6 +350,7 @@ class Settings:
     openai_endpoint: str
     openai_deployment: str = DEFAULTS["openai_deployment"]
     openai_api_version: str = DEFAULTS["openai_api_version"]
+    openai_model_family: str = DEFAULTS["openai_model_family"]
     # Present only when a user opts out of keyless auth; clients.py warns loudly.
     openai_api_key: str | None = None
     openai_timeout_seconds: float = DEFAULTS["openai_timeout_seconds"]

@@ -62,7 +62,15 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         log.info("job %s: another finalize holds the progress; this chain stops", manifest.job)
         return
     manifest.counts = {"ok": progress.ok, "error": progress.error}
-    manifest.tokens = {"prompt": progress.prompt_tokens, "completion": progress.completion_tokens}
+    manifest.tokens = {
+        "prompt": progress.prompt_tokens,
+        "completion": progress.completion_tokens,
+        "reasoning": progress.reasoning_tokens,
+    }
+    manifest.row_errors = {
+        code: {"rows": rows, "example": progress.error_examples.get(code, "")}
+        for code, rows in sorted(progress.error_codes.items(), key=lambda item: -item[1])
+    }
     total = manifest.total_rows or 0
     stall = clients.settings.stall_timeout_seconds
     verdict = completion(

@@ -29,7 +29,11 @@ class Progress:
     ok: int = 0
     error: int = 0
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included
+    reasoning_tokens: int = 0
+    # Error rows by code, and the first message seen of each: what `submit --wait` says a failure was.
+    error_codes: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, str] = field(default_factory=dict)
     changed_at: float = 0.0  # wall time of the last new record (or of the first check)
     bitmap: bytearray = field(default_factory=bytearray, repr=False)
     etag: str | None = field(default=None, repr=False)
@@ -125,5 +129,9 @@ def _count(progress: Progress, records: Iterable[Record], total: int) -> None:
                 progress.ok += 1
                 progress.prompt_tokens += record.usage[0]
                 progress.completion_tokens += record.usage[1]
+                progress.reasoning_tokens += record.usage[2]
             else:
                 progress.error += 1
+                code = record.code or "error"
+                progress.error_codes[code] = progress.error_codes.get(code, 0) + 1
+                progress.error_examples.setdefault(code, record.error[:300])

@@ -311,7 +311,11 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
                 }
                 if record.ok:
                     line["answer"] = record.answer
-                    line["usage"] = {"prompt_tokens": record.usage[0], "completion_tokens": record.usage[1]}
+                    line["usage"] = {
+                        "prompt_tokens": record.usage[0],
+                        "completion_tokens": record.usage[1],
+                        "reasoning_tokens": record.usage[2],
+                    }
                 else:
                     line["error"] = record.error
                     line["code"] = record.code

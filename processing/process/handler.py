@@ -50,6 +50,7 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
             using_key=bool(settings.openai_api_key),
             retries=settings.openai_max_retries,
             limiter=limiter,
+            family=spec.pipeline.model_family or settings.openai_model_family,
         )
     except RowError as exc:
         return Record.failed(row.index, row.cells, exc.code, str(exc))
@@ -59,7 +60,9 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
         return Record.failed(row.index, row.cells, RowCode.CONFIG, str(exc))
     except (Throttled, TransientError) as exc:
         return exc
-    return Record.answered(row.index, row.cells, answer.value, (answer.prompt_tokens, answer.completion_tokens))
+    return Record.answered(
+        row.index, row.cells, answer.value, (answer.prompt_tokens, answer.completion_tokens, answer.reasoning_tokens)
+    )
 
 
 async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -> None:

@@ -363,3 +363,17 @@ def test_outputs_give_azd_and_the_cli_what_they_need() -> None:
     }
     for output, value in named.items():
         assert bicep.resolve(outputs[output]["value"], scope) == value, output
+
+
+def test_the_app_the_emulator_and_the_bicep_default_to_the_same_model_and_api_version() -> None:
+    from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS
+    from processing.core.settings import DEFAULT_API_VERSION, DEFAULT_DEPLOYMENT
+
+    text = MAIN.read_text(encoding="utf-8")
+    model = re.search(r"^param openAiModelName string = '([^']+)'", text, re.MULTILINE)
+    api = re.search(r"^param openAiApiVersion string = '([^']+)'", text, re.MULTILINE)
+    assert model and api
+    # azd names the deployment after the model when openAiDeploymentName is empty (its default).
+    assert re.search(r"^param openAiDeploymentName string = ''", text, re.MULTILINE)
+    assert model.group(1) == DEFAULT_DEPLOYMENT == DEFAULT_DEPLOYMENTS[0]
+    assert api.group(1) == DEFAULT_API_VERSION

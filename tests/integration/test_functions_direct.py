@@ -19,6 +19,7 @@ from localdev.stack import Stack
 from processing.adapters import clients as clients_module
 from processing.adapters import job_store
 from processing.core import layout
+from processing.core.errors import CancelledFromInside
 from processing.core.settings import get_settings
 from tests.integration.harness import app_settings, download, emulated_text, emulator, local_target, manifest
 
@@ -217,3 +218,27 @@ async def test_an_upload_replaced_before_its_job_finishes_never_overwrites_the_n
     assert older[1].startswith("1,old,")
     old = await manifest(stack, old_job)
     assert old.state == "done" and old.superseded is True and new_job != old_job
+
+
+async def test_a_stray_cancelled_error_from_the_work_is_an_ordinary_failure() -> None:
+    # The real worker sends no response for a CancelledError: the host would wait out
+    # functionTimeout and restart the worker. An ordinary exception is one retried invocation.
+    async def work() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(CancelledFromInside, match="cancelled from inside"):
+        await function_app._handle("rows", QueueMessage(id="m-1", body=b"{}"), work())
+
+
+async def test_an_invocation_that_is_itself_cancelled_stays_cancelled() -> None:
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(function_app._handle("rows", QueueMessage(id="m-2", body=b"{}"), work()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
+from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS, REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT
 from localdev.stack import Stack
 from processing.adapters import azure_openai
 from processing.adapters.clients import make_openai
 from processing.adapters.identity import make_credential
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
-from processing.core.pipelines import Output, Pipeline
+from processing.core.pipelines import Output, Pipeline, PipelineError
 from processing.core.settings import Settings
-from tests.integration.harness import app_settings, emulated_text
+from tests.integration.harness import app_settings, emulated_text, emulator
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +37,7 @@ async def call(settings: Settings):
     credential = make_credential(settings)
     client = make_openai(settings, credential)
 
-    async def complete(text: str, pipeline: Pipeline = TEXT, deployment: str = "gpt-4o-mini", **kw):
+    async def complete(text: str, pipeline: Pipeline = TEXT, deployment: str = REASONING_DEPLOYMENT, **kw):
         return await azure_openai.complete(client, pipeline, deployment, text, **kw)
 
     yield complete
@@ -46,6 +49,69 @@ async def test_an_answer_carries_text_and_usage(call):
     answer = await call("hello")
     assert answer.value == emulated_text("hello")
     assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+@contextlib.asynccontextmanager
+async def profiles(stack: Stack, models: dict[str, dict[str, Any]]) -> AsyncIterator[None]:
+    """Extra emulator deployments with these model profiles, for one test."""
+    azure_openai.forget_families()
+    await emulator(
+        stack, "POST", "/_emulator/config", {"deployments": [*DEFAULT_DEPLOYMENTS, *models], "models": models}
+    )
+    try:
+        yield
+    finally:
+        await emulator(stack, "POST", "/_emulator/config", {"deployments": list(DEFAULT_DEPLOYMENTS)})
+        azure_openai.forget_families()
+
+
+async def _rejected(stack: Stack, deployment: str) -> int:
+    stats = await emulator(stack, "GET", "/_emulator/stats")
+    return stats["deployments"].get(deployment, {}).get("rejected_parameters", 0)
+
+
+@pytest.mark.parametrize("deployment", [REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT])
+async def test_both_model_families_answer_with_the_parameters_they_take(call, stack: Stack, deployment):
+    answer = await call("hello", deployment=deployment)
+    assert answer.value == emulated_text("hello")
+    # The default's name says it reasons: no 400 on the way, and its thinking is counted.
+    assert await _rejected(stack, deployment) == 0
+    assert answer.reasoning_tokens == (512 if deployment == REASONING_DEPLOYMENT else 0)
+    assert answer.completion_tokens > answer.reasoning_tokens
+
+
+async def test_an_unknown_family_is_learnt_from_one_400_and_remembered(call, stack: Stack):
+    # A name that says nothing, serving a reasoning model: `auto` first asks as a standard model.
+    async with profiles(stack, {"tickets": {"model": "gpt-5.6-luna"}}):
+        first = await call("one", deployment="tickets", family="auto")
+        assert await _rejected(stack, "tickets") == 1  # temperature 0.0: unsupported_value, once
+        second = await call("two", deployment="tickets", family="auto")
+        assert await _rejected(stack, "tickets") == 1  # remembered: no second 400
+    assert (first.value, second.value) == (emulated_text("one"), emulated_text("two"))
+    assert first.reasoning_tokens == second.reasoning_tokens == 512
+
+
+async def test_a_standard_model_configured_as_reasoning_is_corrected_too(call, stack: Stack):
+    pipeline = replace(TEXT, reasoning_effort="low")
+    async with profiles(stack, {"classic": {"model": "gpt-4.1", "reasoning": False}}):
+        answer = await call("hi", pipeline, deployment="classic", family="reasoning")
+        again = await call("ho", pipeline, deployment="classic", family="reasoning")
+        assert await _rejected(stack, "classic") == 1  # reasoning_effort: unsupported_parameter, once
+    assert (answer.value, again.value) == (emulated_text("hi"), emulated_text("ho"))
+
+
+async def test_an_empty_answer_cut_at_length_says_to_raise_the_budget(call):
+    starved = replace(TEXT, max_tokens=300, reasoning_budget=0)
+    with pytest.raises(RowError, match=r"gave no answer: raise reasoning_budget \(now 0\)") as err:
+        await call("think hard", starved)
+    assert err.value.code == "length"
+
+
+async def test_a_retired_model_is_a_configuration_error_that_says_so(call, stack: Stack):
+    async with profiles(stack, {"old-model": {"model": "gpt-4o-mini", "retired": True}}):
+        with pytest.raises(PipelineError, match="model version is retired") as err:
+            await call("x", deployment="old-model")
+    assert "deploy a current model" in err.value.fix
 
 
 async def test_a_json_schema_answer_is_parsed(call):
@@ -96,7 +162,7 @@ async def test_a_token_the_resource_refuses_is_transient_not_fatal(settings: Set
     )
     try:
         with pytest.raises(TransientError, match=r"refused the token \(401"):
-            await azure_openai.complete(client, TEXT, "gpt-4o-mini", "x")
+            await azure_openai.complete(client, TEXT, REASONING_DEPLOYMENT, "x")
     finally:
         await client.close()
         await credential.close()
@@ -108,7 +174,7 @@ async def test_an_api_key_is_a_configuration_error_naming_the_setting(settings: 
     client = make_openai(keyed, credential)
     try:
         with pytest.raises(ConfigurationError, match="unset AZURE_OPENAI_API_KEY"):
-            await azure_openai.complete(client, TEXT, "gpt-4o-mini", "x", using_key=True)
+            await azure_openai.complete(client, TEXT, REASONING_DEPLOYMENT, "x", using_key=True)
     finally:
         await client.close()
         await credential.close()
@@ -181,3 +247,16 @@ async def test_the_limiter_hears_429s_and_the_remaining_budget(call, stack: Stac
     finally:
         await emulator(stack, "POST", "/_emulator/config", {"rpm": 0})
     assert limiter.stats["exhausted"] >= 1
+
+
+async def test_a_reasoning_model_that_takes_a_standard_request_gets_room_to_think(call, stack: Stack):
+    # temperature 1 is a reasoning model's default, so no 400 tells it apart: its empty answer,
+    # all reasoning, does; the row is asked again with the reasoning budget, later rows at once.
+    warm = replace(TEXT, temperature=1.0, max_tokens=300)
+    async with profiles(stack, {"quiet-thinker": {"model": "o4-mini"}}):
+        before = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+        first = await call("one", warm, deployment="quiet-thinker")
+        second = await call("two", warm, deployment="quiet-thinker")
+        after = (await emulator(stack, "GET", "/_emulator/stats"))["requests"]
+    assert (first.value, second.value) == (emulated_text("one"), emulated_text("two"))
+    assert after - before == 3  # one starved answer, then two with room

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from localdev import control
 from localdev.identity_endpoint import IdentityEndpoint
 from localdev.openai_emulator.answers import DEEP_NESTING, HUGE_INT_DIGITS
-from localdev.openai_emulator.config import EmulatorConfig
+from localdev.openai_emulator.config import REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT, EmulatorConfig
 from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS
 from localdev.openai_emulator.server import OpenAIEmulator
 from localdev.ports import ServedApp, serve_app
@@ -35,7 +35,7 @@ from localdev.ports import ServedApp, serve_app
 OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 API_VERSION = "2024-10-21"
-DEPLOYMENT = "gpt-4o-mini"
+DEPLOYMENT = STANDARD_DEPLOYMENT  # a standard model: takes max_tokens and any temperature
 
 
 def sha(text: str) -> str:
@@ -533,6 +533,95 @@ async def test_latency_concurrency_and_stats(local: Local) -> None:
 
 def test_config_defaults_are_the_documented_ones() -> None:
     config = EmulatorConfig()
-    assert config.deployments == ["gpt-4o-mini"]
+    assert config.deployments == ["gpt-5.6-luna", "gpt-4.1-mini"] and config.models == {}
     assert (config.rpm, config.tpm, config.latency_ms, config.default_max_tokens) == (0, 0, 0.0, 1000)
     assert config.timeout_seconds == 30.0
+
+
+# --- model profiles -----------------------------------------------------------------------------
+
+
+async def test_a_reasoning_profile_refuses_what_azure_reasoning_deployments_refuse(local: Local) -> None:
+    client = local.client()
+    try:
+        with pytest.raises(openai.BadRequestError) as max_tokens:
+            await client.chat.completions.create(model=REASONING_DEPLOYMENT, messages=user("hi"), max_tokens=50)
+        with pytest.raises(openai.BadRequestError) as temperature:
+            await client.chat.completions.create(
+                model=REASONING_DEPLOYMENT, messages=user("hi"), max_completion_tokens=900, temperature=0.0
+            )
+        with pytest.raises(openai.BadRequestError) as effort:
+            await client.chat.completions.create(
+                model=STANDARD_DEPLOYMENT, messages=user("hi"), max_completion_tokens=50, reasoning_effort="low"
+            )
+    finally:
+        await client.close()
+    assert max_tokens.value.body == {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "unsupported_parameter",
+    }
+    assert temperature.value.code == "unsupported_value" and temperature.value.param == "temperature"
+    assert temperature.value.message.endswith(
+        "'temperature' does not support 0.0 with this model. Only the default (1) value is supported."
+    )
+    assert (effort.value.code, effort.value.param) == ("unsupported_parameter", "reasoning_effort")
+
+
+async def test_a_reasoning_profile_spends_reasoning_tokens_out_of_the_budget(local: Local) -> None:
+    client = local.client()
+    try:
+        roomy = await client.chat.completions.create(
+            model=REASONING_DEPLOYMENT, messages=user("hi"), max_completion_tokens=900, reasoning_effort="low"
+        )
+        medium = await client.chat.completions.create(
+            model=REASONING_DEPLOYMENT, messages=user("hi"), max_completion_tokens=900
+        )
+        starved = await client.chat.completions.create(
+            model=REASONING_DEPLOYMENT, messages=user("hi"), max_completion_tokens=300
+        )
+    finally:
+        await client.close()
+    content = expected_text("hi")
+    assert roomy.choices[0].message.content == content and roomy.choices[0].finish_reason == "stop"
+    assert roomy.usage is not None and roomy.usage.completion_tokens_details is not None
+    assert roomy.usage.completion_tokens_details.reasoning_tokens == 128
+    assert roomy.usage.completion_tokens == 128 + len(content) // 4 + 1
+    assert medium.usage is not None and medium.usage.completion_tokens_details is not None
+    assert medium.usage.completion_tokens_details.reasoning_tokens == 512
+    # A budget sized for the visible answer alone: all of it goes on reasoning, nothing is answered.
+    assert (starved.choices[0].message.content, starved.choices[0].finish_reason) == ("", "length")
+    assert starved.usage is not None and starved.usage.completion_tokens == 300
+    assert roomy.model == REASONING_DEPLOYMENT
+
+
+async def test_a_retired_model_answers_as_azure_does(local: Local) -> None:
+    status, _ = await local.control("POST", "/_emulator/config", {"models": {STANDARD_DEPLOYMENT: {"retired": True}}})
+    assert status == 200
+    client = local.client()
+    try:
+        with pytest.raises(openai.NotFoundError) as err:
+            await client.chat.completions.create(model=STANDARD_DEPLOYMENT, messages=user("hi"), max_tokens=5)
+    finally:
+        await client.close()
+    assert err.value.body == {"code": "404", "message": "Resource not found"}
+
+
+async def test_a_profile_names_the_model_behind_any_deployment_name(local: Local) -> None:
+    status, _ = await local.control(
+        "POST", "/_emulator/config", {"deployments": ["tickets"], "models": {"tickets": {"model": "gpt-5.6-luna"}}}
+    )
+    assert status == 200
+    client = local.client()
+    try:
+        with pytest.raises(openai.BadRequestError) as err:
+            await client.chat.completions.create(model="tickets", messages=user("hi"), temperature=0.5)
+        answer = await client.chat.completions.create(model="tickets", messages=user("hi"))
+    finally:
+        await client.close()
+    assert err.value.code == "unsupported_value"
+    assert answer.model == "gpt-5.6-luna"
+    status, body = await local.control("POST", "/_emulator/config", {"models": {"tickets": {"thinks": True}}})
+    assert status == 400 and "thinks" in json.dumps(body)

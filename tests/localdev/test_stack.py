@@ -55,7 +55,7 @@ async def test_stack_serves_the_app_and_stops_cleanly(tmp_path: Path, monkeypatc
         settings = stack.app_settings()
         assert settings["AZURE_OPENAI_ENDPOINT"] == stack.emulator_url
         assert settings["AZURE_OPENAI_DEPLOYMENT"] == "gpt-4o-mini"
-        assert settings["AZURE_OPENAI_API_VERSION"] == "2024-10-21"
+        assert settings["AZURE_OPENAI_API_VERSION"] == "2025-04-01-preview"
         assert settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
         assert settings["IDENTITY_ENDPOINT"] == stack.identity_url + "/msi/token"
         assert "AccountName=devstoreaccount1" in settings["AzureWebJobsStorage"]

@@ -44,6 +44,9 @@ def test_unknown_pipeline_lists_the_available_ones(tmp_path):
         ('prompt = "x"\n[output]\nkind = "yaml"', "output.kind"),
         ('prompt = "x"\nmax_tokens = 0', "max_tokens"),
         ('prompt = "x"\ndelimiter = "x"', "delimiter"),
+        ('prompt = "x"\nreasoning_effort = "extreme"', "reasoning_effort must be one of none, minimal, low"),
+        ('prompt = "x"\nreasoning_budget = -1', "reasoning_budget must be between 0 and 100000"),
+        ('prompt = "x"\nmodel_family = "o-series"', 'model_family must be "auto", "reasoning" or "standard"'),
         ("prompt = [", "not valid TOML"),
     ],
 )
@@ -147,3 +150,11 @@ def test_an_unknown_pipeline_says_where_and_how_to_fix(tmp_path):
         load_pipeline("beta", tmp_path)
     assert err.value.where == "the input folder input/beta/ (its name selects the pipeline)"
     assert "alpha" in err.value.fix and "beta.toml" in err.value.fix
+
+
+def test_a_snapshot_from_before_model_families_loads_with_the_defaults():
+    old = load_pipeline("triage", SHIPPED).to_dict()
+    for name in ("reasoning_effort", "reasoning_budget", "model_family"):
+        old.pop(name)
+    pipeline = Pipeline.from_dict(old)
+    assert (pipeline.reasoning_effort, pipeline.reasoning_budget, pipeline.model_family) == ("", 2000, "")
