@@ -2,8 +2,9 @@
 
 Reads the file with ingest's own checks (preflight.py), renders every row's prompt, counts its
 tokens (tokens.py) and prices them with the model's entry in the price table
-(processing/core/prices.py). The answer is priced at its budget, `max_tokens` per request: the
-most a job can be billed for its answers, since how long each answer will be is not known yet.
+(processing/core/prices.py). The answer is priced at its budget, `max_tokens` per request, and
+on a reasoning model the thinking at its own, `reasoning_budget` per request (both billed as
+output): the most a job can be billed for them, since how long each will be is not known yet.
 The duration is the pace the app itself keeps (at 97 % of the configured RPM/TPM, counting
 each request as its estimate plus max_tokens, as Azure admits it).
 """
@@ -14,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from processing.core import model_family
+from processing.core.model_family import Family
 from processing.core.prices import load_prices, price_for
 from processing.core.rate_limiter import HEADROOM
 from rowsmith_cli import preflight
@@ -42,27 +45,32 @@ async def estimate(path: Path, pipeline_name: str | None, settings: dict[str, An
     checked = await preflight.check_file(path, pipeline, settings, count=counter.prompt_tokens, show=SHOWN_PROMPTS)
     requests = checked.requests
     answer_budget = requests * pipeline.max_tokens
+    # The family the app would try first for this deployment (a wrong `auto` guess is corrected
+    # by Azure's first 400; the estimate takes the guess).
+    family = model_family.resolve(pipeline.model_family or settings["openai_model_family"], model)
+    reasoning_budget = requests * pipeline.reasoning_budget if family == Family.REASONING else 0
     price = price_for(model, prices)
     tokens: dict[str, Any] = {
         "counted_with": counter.method,
         "exact": counter.exact,
         "prompt": checked.prompt_tokens,
         "answer_budget": answer_budget,
-        # The pipeline sets no separate reasoning budget: a reasoning model's reasoning tokens
-        # are billed as output and come out of max_tokens, so the answer budget covers them.
-        "reasoning_budget": "within answer_budget" if price and price.reasoning else None,
+        "model_family": str(family),
+        "reasoning_budget": reasoning_budget,
         "per_request_prompt": round(checked.prompt_tokens / requests, 1) if requests else 0,
     }
     cost: dict[str, Any] | None = None
     if price:
         prompt_usd = price.cost(checked.prompt_tokens, 0)
         answer_usd = price.cost(0, answer_budget)
+        reasoning_usd = price.cost(0, reasoning_budget)
         cost = {
             "currency": "USD",
-            "max_usd": round(prompt_usd + answer_usd, 6),
+            "max_usd": round(prompt_usd + answer_usd + reasoning_usd, 6),
             "prompt_usd": round(prompt_usd, 6),
             "answer_budget_usd": round(answer_usd, 6),
-            "batch_max_usd": round((prompt_usd + answer_usd) * (1 - price.batch_discount), 6),
+            "reasoning_budget_usd": round(reasoning_usd, 6),
+            "batch_max_usd": round((prompt_usd + answer_usd + reasoning_usd) * (1 - price.batch_discount), 6),
             "price": {
                 "model": price.model,
                 "input_per_million": price.input,
@@ -114,14 +122,20 @@ def describe(info: dict[str, Any]) -> str:
     lines.append(
         f"tokens: {tokens['prompt']:,} prompt ({tokens['counted_with']}), "
         f"up to {tokens['answer_budget']:,} answer (max_tokens per request)"
-        + ("; reasoning tokens count within the answer budget" if tokens["reasoning_budget"] else "")
+        + (
+            f", up to {tokens['reasoning_budget']:,} reasoning (reasoning_budget per request)"
+            if tokens["reasoning_budget"]
+            else ""
+        )
     )
     cost = info["cost"]
     if cost:
         price = cost["price"]
         lines.append(
             f"cost: at most ${cost['max_usd']:.4f} (prompt ${cost['prompt_usd']:.4f} + answers at their budget "
-            f"${cost['answer_budget_usd']:.4f}); Batch API: ${cost['batch_max_usd']:.4f}"
+            f"${cost['answer_budget_usd']:.4f}"
+            + (f" + reasoning at its budget ${cost['reasoning_budget_usd']:.4f}" if tokens["reasoning_budget"] else "")
+            + f"); Batch API: ${cost['batch_max_usd']:.4f}"
         )
         lines.append(
             f"price: {price['model']} ${price['input_per_million']}/M input, ${price['output_per_million']}/M output "

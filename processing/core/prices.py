@@ -26,7 +26,7 @@ class Price:
     cached_input: float  # USD per million prompt tokens served from the prompt cache
     output: float  # USD per million answer (and reasoning) tokens
     batch_discount: float  # share the Batch API takes off, 0.5 = half price
-    reasoning: bool  # the model spends reasoning tokens, billed as output, within max_tokens
+    reasoning: bool  # the model spends reasoning tokens, billed as output (the estimate budgets them apart)
     source: str
     as_of: str
     placeholder: str = ""  # why this is not a published Azure price, when it is not

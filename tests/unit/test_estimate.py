@@ -46,6 +46,7 @@ def test_the_sample_is_counted_rendered_and_priced_from_the_table():
     assert chars / 6 < tokens["per_request_prompt"] < chars / 2
     price = load_prices()["gpt-4o-mini"]
     cost = info["cost"]
+    assert (tokens["model_family"], tokens["reasoning_budget"]) == ("standard", 0)
     expected = (tokens["prompt"] * price.input + tokens["answer_budget"] * price.output) / 1e6
     assert cost["max_usd"] == pytest.approx(expected, abs=1e-6)
     assert cost["batch_max_usd"] == pytest.approx(expected * (1 - price.batch_discount), abs=1e-6)
@@ -63,13 +64,18 @@ def test_the_duration_follows_the_configured_quota():
 def test_the_default_model_is_priced_with_a_labelled_placeholder():
     info = run(SAMPLE, "triage", AZURE_OPENAI_DEPLOYMENT="gpt-5.6-luna")
     assert "no published Azure OpenAI price" in info["cost"]["placeholder"]
-    assert info["tokens"]["reasoning_budget"] == "within answer_budget"
+    # A reasoning model thinks out of its own budget (2000 a request unless the pipeline says),
+    # billed as output: the most the job can cost includes it.
+    tokens, price = info["tokens"], load_prices()["gpt-5.6-luna"]
+    assert tokens["model_family"] == "reasoning" and tokens["reasoning_budget"] == info["requests"] * 2000
+    output = tokens["answer_budget"] + tokens["reasoning_budget"]
+    assert info["cost"]["max_usd"] == pytest.approx((tokens["prompt"] * price.input + output * price.output) / 1e6)
 
 
 def test_a_prices_file_overrides_the_table_and_an_unknown_model_has_no_cost(tmp_path: Path):
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"models": {"gpt-4o-mini": {"input": 1, "output": 2, "source": "our contract"}}}))
-    info = run(SAMPLE, "triage", ROWSMITH_PRICES_FILE=str(prices))
+    info = run(SAMPLE, "triage", ROWSMITH_PRICES_FILE=str(prices), AZURE_OPENAI_DEPLOYMENT="gpt-4o-mini")
     tokens = info["tokens"]
     assert info["cost"]["max_usd"] == pytest.approx((tokens["prompt"] * 1 + tokens["answer_budget"] * 2) / 1e6)
     assert info["cost"]["price"]["source"] == "our contract"
