@@ -27,7 +27,7 @@ from localdev.runner import process
 from localdev.stack import Stack
 from processing.adapters import job_store
 from processing.adapters.clients import make_blob_service, make_queue_service
-from processing.core.layout import STORAGE_CONNECTION
+from processing.core.layout import ALL_QUEUES, STORAGE_CONNECTION
 from processing.core.manifest import Manifest
 from processing.core.settings import APP_ROOT, StorageSettings
 from processing.core.states import FINAL_STATES
@@ -119,6 +119,19 @@ async def download(stack: Stack, container: str, name: str) -> bytes:
     try:
         stream = await target.blobs.get_blob_client(container, name).download_blob()
         return await stream.readall()
+    finally:
+        await target.close()
+
+
+async def queue_lengths(stack: Stack) -> dict[str, int]:
+    """Messages in every app queue, visible or not."""
+    target = local_target(stack)
+    try:
+        lengths = {}
+        for name in ALL_QUEUES:
+            props = await target.queues.get_queue_client(name).get_queue_properties()
+            lengths[name] = props.approximate_message_count or 0
+        return lengths
     finally:
         await target.close()
 

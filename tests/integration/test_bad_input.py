@@ -36,6 +36,7 @@ from tests.integration.harness import (
     emulated_text,
     emulator,
     local_target,
+    queue_lengths,
     submit_and_wait,
 )
 
@@ -204,24 +205,12 @@ async def _run_case(stack: Stack, directory: Path, name: str, case: Case) -> Out
     return outcome
 
 
-async def _queue_lengths(stack: Stack) -> dict[str, int]:
-    target = local_target(stack)
-    try:
-        lengths = {}
-        for name in ALL_QUEUES:
-            props = await target.queues.get_queue_client(name).get_queue_properties()
-            lengths[name] = props.approximate_message_count
-        return lengths
-    finally:
-        await target.close()
-
-
 async def _run_all(stack: Stack, directory: Path) -> tuple[dict[str, Outcome], dict[str, Any], dict[str, int]]:
     await emulator(stack, "POST", "/_emulator/reset")
     names = list(CASES)
     done = await asyncio.gather(*(_run_case(stack, directory, n, CASES[n]) for n in names))
     stats = await emulator(stack, "GET", "/_emulator/stats")
-    return dict(zip(names, done, strict=True)), stats, await _queue_lengths(stack)
+    return dict(zip(names, done, strict=True)), stats, await queue_lengths(stack)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from processing.core.manifest import Manifest
 from processing.core.messages import RowsMessage
 from rowsmith_cli import commands
 from tests.integration.faults_util import Workers, call, clear_queues, close_in_process_clients, in_process_env, message
-from tests.integration.harness import download, emulator, local_target, manifest
+from tests.integration.harness import download, emulator, local_target, manifest, queue_lengths
 
 pytestmark = pytest.mark.integration
 
@@ -100,19 +100,6 @@ async def drain(stack: Stack, queue: str) -> list[str]:
             taken.append(msg.content)
             await client.delete_message(msg)
         return taken
-    finally:
-        await target.close()
-
-
-async def queued(stack: Stack) -> dict[str, int]:
-    """Messages in every app queue, visible or not."""
-    target = local_target(stack)
-    try:
-        counts = {}
-        for name in ALL_QUEUES:
-            props = await target.queues.get_queue_client(name).get_queue_properties()
-            counts[name] = props.approximate_message_count or 0
-        return counts
     finally:
         await target.close()
 
@@ -226,7 +213,7 @@ async def test_a_forged_upload_event_for_another_users_results_is_refused(
     await deliver_once(function_app.ingest_upload, direct, caplog)
     assert changed(before, await snapshot(stack)) == set()
     assert await model_calls(stack) == calls  # nobody paid for a model call
-    assert await queued(stack) == dict.fromkeys(ALL_QUEUES, 0)
+    assert await queue_lengths(stack) == dict.fromkeys(ALL_QUEUES, 0)
 
 
 async def test_a_rows_message_with_a_traversal_claim_runs_no_model_call(
@@ -376,7 +363,7 @@ async def test_a_finalize_check_that_keeps_failing_ends_its_job_with_a_report(st
     job, _rows, final = await ingest(stack, "echo/stuck.csv", b"id,text\n1,a\n")
     for poisoned in range(3):  # rounds 1-3 look again later (hidden for 300 s), counted in the message
         await call(function_app.retry_poison_finalize)(message(json.dumps({**json.loads(final), "poisoned": poisoned})))
-        assert (await queued(stack))["finalize"] == 1
+        assert (await queue_lengths(stack))["finalize"] == 1
         await clear_queues(stack)
         assert (await manifest(stack, job)).state == "processing"
     await call(function_app.retry_poison_finalize)(message(json.dumps({**json.loads(final), "poisoned": 3})))
@@ -384,7 +371,7 @@ async def test_a_finalize_check_that_keeps_failing_ends_its_job_with_a_report(st
     assert failed.state == "failed" and failed.error["where"] == "finalize"
     report = json.loads(await download(stack, OUTPUT_CONTAINER, "echo/stuck.error.json"))
     assert report["job"] == job
-    assert await queued(stack) == dict.fromkeys(ALL_QUEUES, 0)  # nothing more to come
+    assert await queue_lengths(stack) == dict.fromkeys(ALL_QUEUES, 0)  # nothing more to come
 
 
 async def test_a_malformed_message_is_delivered_once_by_the_runner(stack: Stack, workers: Workers) -> None:
@@ -402,10 +389,10 @@ async def test_a_malformed_message_is_delivered_once_by_the_runner(stack: Stack,
     finally:
         await target.close()
     for _ in range(100):
-        if worker.log().count("dropping unreadable message") >= 3 and not any((await queued(stack)).values()):
+        if worker.log().count("dropping unreadable message") >= 3 and not any((await queue_lengths(stack)).values()):
             break
         await asyncio.sleep(0.2)
     log = worker.log()
     assert log.count("dropping unreadable message") == 3, log[-3000:]  # once each, not five times
-    assert await queued(stack) == dict.fromkeys(ALL_QUEUES, 0)  # and no trip to a poison queue
+    assert await queue_lengths(stack) == dict.fromkeys(ALL_QUEUES, 0)  # and no trip to a poison queue
     assert "attacker" not in log
