@@ -14,14 +14,17 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from localdev.ports import LOOPBACK, pid_alive, port_open
 from localdev.stack import STATE_FILE, Stack
 from processing.adapters.clients import make_blob_service, make_queue_service
 from processing.core.settings import StorageSettings
 from rowsmith_cli.settings import CliSettings
 
+RUNNER_PID = "runner.pid"  # in the state dir, next to stack.json: the detached runner's pid
+
 
 class TargetError(Exception):
-    """The CLI does not know which storage account to use."""
+    """The CLI does not know which storage account to use, or the local stack does not answer."""
 
 
 @dataclass
@@ -49,7 +52,33 @@ def local_stack(state_dir: Path) -> Stack | None:
         return None
 
 
-def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
+def runner_pid(state_dir: Path) -> int | None:
+    try:
+        return int((state_dir / RUNNER_PID).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def dead_part(stack: Stack, state_dir: Path) -> str | None:
+    """What of a recorded local stack does not answer (None: all of it does), in a few words.
+
+    A connect with a short timeout per port, so a half-dead stack is told in a second, not after
+    the SDKs' retries (a minute and a half) and a traceback.
+    """
+    for name, port in (
+        ("Azurite", stack.ports.blob),
+        ("Azurite", stack.ports.queue),
+        ("the model emulator", stack.ports.emulator),
+    ):
+        if port and not port_open(LOOPBACK, port):
+            return f"{name} on {LOOPBACK}:{port} does not answer"
+    pid = runner_pid(state_dir)
+    if pid is not None and not pid_alive(pid):
+        return f"its runner, pid {pid}, is gone"
+    return None
+
+
+def resolve(account: str | None, *, local: bool, cli: CliSettings, check: bool = True) -> Target:
     if local or (account is None and cli.storage_account is None and cli.blob_url is None):
         stack = local_stack(cli.state_dir)
         if stack is None:
@@ -57,6 +86,9 @@ def resolve(account: str | None, *, local: bool, cli: CliSettings) -> Target:
                 "no storage account given and no local stack running: start one with `rowsmith local up`, "
                 "or pass --account NAME (or set AZURE_STORAGE_ACCOUNT, as `azd env get-values` provides)"
             )
+        dead = dead_part(stack, cli.state_dir) if check else None
+        if dead:
+            raise TargetError(f"the local stack is not running ({dead}): run rowsmith local up")
         # Azurite's development account (over HTTPS, trusting the stack's own CA, in OAuth mode).
         options = stack.storage_client_options()
         return Target(
