@@ -137,7 +137,10 @@ def restart_command(wanted: Mapping[str, Any]) -> str:
 
 
 def options_differ_message(differ: Mapping[str, tuple[Any, Any]], wanted: Mapping[str, Any]) -> str:
-    listed = ", ".join(f"{_flag(name)} {old} (asked: {new})" for name, (old, new) in differ.items())
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    listed = ", ".join(f"{_flag(name)} {shown(old)} (asked: {shown(new)})" for name, (old, new) in differ.items())
     return (
         f"the local stack is already running with other options: {listed}. "
         f"To restart it with the new ones: `{restart_command(wanted)}`"

@@ -14,7 +14,7 @@ from typing import Any
 
 from processing.core.errors import RowsmithError
 from processing.core.settings import app_values
-from rowsmith_cli import commands, estimate, local
+from rowsmith_cli import commands, estimate, local, progress
 from rowsmith_cli.settings import CliSettings
 from rowsmith_cli.target import TargetError, resolve
 
@@ -111,10 +111,8 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(estimate.describe(info))
         return
     if info.get("error"):
-        print(f"error: {info['error']}", file=sys.stderr)
-        for key in ("where", "fix"):
-            if info.get(key):
-                print(f"  {key}: {info[key]}", file=sys.stderr)
+        for line in progress.failure_lines(info):
+            print(line, file=sys.stderr)
     elif command in ("status", "submit", "results", "watch"):
         print(commands.describe(info))
     if info.get("message"):
