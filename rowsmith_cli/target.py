@@ -20,6 +20,8 @@ from processing.adapters.clients import make_blob_service, make_queue_service
 from processing.core.settings import StorageSettings
 from rowsmith_cli.settings import CliSettings
 
+# The storage SDK's ExponentialRetry settings for the local stack (its defaults: 15 s, then x3).
+LOCAL_RETRY = {"retry_total": 3, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 3}
 RUNNER_PID = "runner.pid"  # in the state dir, next to stack.json: the detached runner's pid
 
 
@@ -90,7 +92,9 @@ def resolve(account: str | None, *, local: bool, cli: CliSettings, check: bool =
         if dead:
             raise TargetError(f"the local stack is not running ({dead}): run rowsmith local up")
         # Azurite's development account (over HTTPS, trusting the stack's own CA, in OAuth mode).
-        options = stack.storage_client_options()
+        # Short waits between retries: Azurite is on this machine, and a stack that dies while a
+        # command waits must be told in seconds (the SDK's default backoff adds up to a minute and more).
+        options = {**stack.storage_client_options(), **LOCAL_RETRY}
         return Target(
             BlobServiceClient.from_connection_string(stack.connection_string, **options),
             QueueServiceClient.from_connection_string(stack.connection_string, **options),
