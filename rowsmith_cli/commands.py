@@ -132,6 +132,11 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
     manifest: Manifest | None = None
     try:
         while time.monotonic() < deadline:
+            # A local stack that dies while we wait is told at the next poll, not after the SDK's retries.
+            gone = target.not_running()
+            if gone:
+                display.close()
+                return EXIT_FAILED, {"job": job, "state": manifest.state if manifest else "unknown", "error": gone}
             manifest = await job_store.load(container, job)
             if manifest:
                 display.update(snapshot(manifest, time.monotonic()))

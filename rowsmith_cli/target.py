@@ -21,7 +21,7 @@ from processing.core.settings import StorageSettings
 from rowsmith_cli.settings import CliSettings
 
 # The storage SDK's ExponentialRetry settings for the local stack (its defaults: 15 s, then x3).
-LOCAL_RETRY = {"retry_total": 3, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 3}
+LOCAL_RETRY = {"retry_total": 2, "initial_backoff": 0.5, "increment_base": 2, "connection_timeout": 3}
 RUNNER_PID = "runner.pid"  # in the state dir, next to stack.json: the detached runner's pid
 
 
@@ -35,6 +35,16 @@ class Target:
     queues: QueueServiceClient
     credential: AsyncTokenCredential | None
     description: str
+    # The local stack's state folder: `not_running()` looks at its processes' ports (None in Azure).
+    state_dir: Path | None = None
+    stack: Stack | None = None
+
+    def not_running(self) -> str | None:
+        """The one-line error for a local stack that stopped answering; None if it answers (or is Azure)."""
+        if self.stack is None or self.state_dir is None:
+            return None
+        dead = dead_part(self.stack, self.state_dir)
+        return f"the local stack is not running ({dead}): run rowsmith local up" if dead else None
 
     async def close(self) -> None:
         await self.blobs.close()
@@ -100,6 +110,8 @@ def resolve(account: str | None, *, local: bool, cli: CliSettings, check: bool =
             QueueServiceClient.from_connection_string(stack.connection_string, **options),
             None,
             "local stack",
+            state_dir=cli.state_dir,
+            stack=stack,
         )
     name = account or cli.storage_account
     blob = cli.blob_url if not account and cli.blob_url else f"https://{name}.blob.core.windows.net"
