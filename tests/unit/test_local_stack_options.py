@@ -68,3 +68,49 @@ def test_the_quota_paces_the_app_as_well_as_the_emulator():
     settings = local.local_app_settings(stack, 2.0, rpm=600, tpm=60000)
     assert (settings["AZURE_OPENAI_RPM"], settings["AZURE_OPENAI_TPM"]) == ("600", "60000")
     assert "AZURE_OPENAI_RPM" not in local.local_app_settings(stack, 2.0)
+
+
+def stack_on(ports: list[int]):
+    from localdev.stack import Stack, StackPorts
+
+    return Stack(workdir=Path("/x"), ports=StackPorts(*ports), settings={}, services={})
+
+
+def test_a_stack_whose_ports_do_not_answer_is_named_in_one_line(tmp_path: Path):
+    import socket
+
+    from localdev.ports import free_ports
+    from rowsmith_cli.target import dead_part
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = listening.getsockname()[1]
+        dead_blob, identity, table = free_ports(3)
+        assert dead_part(stack_on([dead_blob, alive, table, identity, alive]), tmp_path) == (
+            f"Azurite on 127.0.0.1:{dead_blob} does not answer"
+        )
+        assert dead_part(stack_on([alive, alive, table, identity, alive]), tmp_path) is None
+        # The runner's pid file names a process that is gone.
+        (tmp_path / "runner.pid").write_text("999999999\n")
+        assert dead_part(stack_on([alive, alive, table, identity, alive]), tmp_path) == (
+            "its runner, pid 999999999, is gone"
+        )
+
+
+def test_local_settings_of_another_stack_that_still_answers_are_not_overwritten(tmp_path: Path):
+    import json
+    import socket
+
+    from localdev.ports import free_ports
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        theirs = listening.getsockname()[1]
+        path = tmp_path / "local.settings.json"
+        path.write_text(json.dumps({"Values": {"AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{theirs}"}}))
+        ours = stack_on(free_ports(5))
+        assert local.settings_owner(path, ours) == f"127.0.0.1:{theirs}"
+    # Once that stack is gone, the file is ours to write again.
+    assert local.settings_owner(path, ours) is None
