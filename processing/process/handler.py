@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 
-from processing.adapters import azure_openai, claims, job_store, shards
+from processing.adapters import azure_openai, claims, job_store, shards, telemetry
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import mark_fatal
 from processing.core.errors import BadMessage, ConfigurationError, RowError, Throttled, TransientError
@@ -73,7 +73,7 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         return
     rows = await claims.rows_of(clients.jobs, message)
     check_rows(message, rows, spec.row_key, spec.total_rows)
-    outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))
+    outcomes = await asyncio.gather(*(telemetry.row(_answer(clients, spec, row), spec, row.index) for row in rows))
     plan = row_outcomes.plan(
         rows,
         outcomes,
