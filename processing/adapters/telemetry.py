@@ -33,6 +33,7 @@ from typing import Any, Concatenate, Protocol
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from processing.core import layout, messages
@@ -354,26 +355,15 @@ def _install_log_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
-class ScopeSpanProcessor:
+class ScopeSpanProcessor(SpanProcessor):
     """Puts the scope's attributes on every span that starts inside it (storage and HTTP spans
     from instrumentations too), so any span of a job can be found by its job id."""
 
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
         scope = _scope.get()
         if scope is not None:
-            span.set_attributes({k: v for k, v in scope.attributes.items() if k not in span.attributes})
-
-    def _on_ending(self, span: Any) -> None:
-        return None
-
-    def on_end(self, span: Any) -> None:
-        return None
-
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+            present = getattr(span, "attributes", None) or {}
+            span.set_attributes({k: v for k, v in scope.attributes.items() if k not in present})
 
 
 # --- scopes: stage, row, model call -------------------------------------------------------------
