@@ -177,3 +177,17 @@ def test_azure_off_azure_uses_the_developers_login(azure_calls: list[dict[str, A
 def test_azure_without_a_connection_string_runs_without_telemetry(azure_calls: list[dict[str, Any]]):
     assert telemetry.configure(TelemetrySettings(mode="azure"), install_global=False) == "none"
     assert azure_calls == []
+
+
+def test_spans_started_inside_a_stage_by_other_code_carry_its_attributes():
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    telemetry.use_exporters(spans, InMemoryMetricReader())
+    with telemetry.stage("finalize", FINALIZE):
+        # What an instrumentation does (an HTTP or storage call): a span of its own tracer.
+        telemetry._state.tracer.start_span("GET blob", attributes={telemetry.STAGE: "theirs"}).end()
+    (theirs,) = [s for s in spans.get_finished_spans() if s.name == "GET blob"]
+    assert theirs.attributes[telemetry.JOB_ID] == "orders-0123456789ab"
+    assert theirs.attributes[telemetry.STAGE] == "theirs"  # an attribute it set itself is kept
