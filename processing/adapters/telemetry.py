@@ -192,9 +192,11 @@ def configure(settings: TelemetrySettings | None = None, *, install_global: bool
         return _state.exporter
     _Once.configured = True
     _install_log_factory()
-    settings = settings or TelemetrySettings.from_env()
-    chosen = settings.exporter
+    chosen = "none"
     try:
+        # Inside the try: a mistyped ROWSMITH_TELEMETRY must not stop function_app.py from loading.
+        settings = settings or TelemetrySettings.from_env()
+        chosen = settings.exporter
         if chosen == "azure":
             _configure_azure(settings)
         elif chosen in ("otlp", "console"):

@@ -191,3 +191,11 @@ def test_spans_started_inside_a_stage_by_other_code_carry_its_attributes():
     (theirs,) = [s for s in spans.get_finished_spans() if s.name == "GET blob"]
     assert theirs.attributes[telemetry.JOB_ID] == "orders-0123456789ab"
     assert theirs.attributes[telemetry.STAGE] == "theirs"  # an attribute it set itself is kept
+
+
+def test_a_mistyped_mode_is_logged_and_the_app_still_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    monkeypatch.setenv("ROWSMITH_TELEMETRY", "datadog")
+    assert telemetry.configure(install_global=False) == "none"
+    assert "ROWSMITH_TELEMETRY='datadog' must be one of" in caplog.text
