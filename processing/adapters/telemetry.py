@@ -107,6 +107,7 @@ class _Scope:
     span: Span | None = None
     stage: _Scope | None = None  # the stage scope this one is inside (itself, for a stage)
     model_attempts: int = 0  # model calls so far in this row
+    price: Any = None  # the job's prices.Price (on a stage scope, once a row told it): what tokens cost
 
 
 # asyncio copies it into each task a stage starts (the rows of a message run as tasks).
@@ -475,6 +476,9 @@ async def row[T](work: Awaitable[T], spec: JobLike, index: int) -> T:
     or what sent it back to the queue (Throttled, TransientError)."""
     job, pipeline = spec.job, spec.pipeline.name
     bind(job=job, pipeline=pipeline)
+    outer = _scope.get()
+    if outer is not None and outer.stage is not None and outer.stage.price is None:
+        outer.stage.price = getattr(spec, "price", None)
     with _open(ROW_SPAN, {JOB_ID: job, PIPELINE: pipeline, ROW_INDEX: index}, kind=SpanKind.INTERNAL) as scope:
         result = await work
         if scope.span is not None:
@@ -521,27 +525,34 @@ def model_call(deployment: str) -> Iterator[None]:
 # --- metrics from what the stages record --------------------------------------------------------
 
 
-def rows_recorded(records: Iterable[Any], *, pipeline: str | None = None) -> None:
+def rows_recorded(records: Iterable[Any], *, pipeline: str | None = None, price: Any = None) -> None:
     """Count rows as their records are written: outcome, tokens by kind, cost.
 
-    A record's `usage` is (prompt, completion incl. reasoning, reasoning[, cached]) tokens and
-    `cost_usd` its cost, where the record has them. A row delivered twice is counted twice (its
-    second record is dropped by finalize): the manifest has the exact totals of a job."""
+    A record's `usage` is (prompt, completion incl. reasoning, reasoning, cached) tokens, billed;
+    its cost is at the job's price (`price`, else the one the stage's rows brought). Tokens count
+    on every line, as the manifest counts them (a duplicate delivery and a `spend` line were billed
+    too); the rows metric counts results only, so a row delivered twice is counted twice there."""
     instruments = _state.instruments
     if instruments is None:
         return
-    pipeline = pipeline or current_attributes().get(PIPELINE, "")
+    scope = _scope.get()
+    pipeline = pipeline or (scope.attributes.get(PIPELINE, "") if scope else "")
+    if price is None and scope is not None and scope.stage is not None:
+        price = scope.stage.price
     base = {PIPELINE: pipeline}
     outcomes: dict[str, int] = {}
     tokens = [0, 0, 0, 0]
     cost = 0.0
     for record in records:
-        outcome = "ok" if record.ok else str(record.code or "error")
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if getattr(record, "is_result", True):
+            outcome = "ok" if record.ok else str(record.code or "error")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
         usage = tuple(record.usage or ())
-        for i in range(4):
-            tokens[i] += int(usage[i]) if len(usage) > i else 0
-        cost += float(getattr(record, "cost_usd", 0.0) or 0.0)
+        prompt, completion, reasoning, cached = (int(usage[i]) if len(usage) > i else 0 for i in range(4))
+        for i, count in enumerate((prompt, completion, reasoning, cached)):
+            tokens[i] += count
+        if price is not None and (prompt or completion):
+            cost += price.cost(prompt, completion, cached)
     for outcome, count in outcomes.items():
         instruments.rows.add(count, {**base, OUTCOME: outcome})
     for kind, count in zip(TOKEN_KINDS, tokens, strict=True):

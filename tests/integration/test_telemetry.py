@@ -159,9 +159,12 @@ async def test_a_jobs_spans_logs_and_metrics_carry_its_job_rows_and_attempts(
     assert sum(rows_by_outcome.values()) == done.total_rows
     assert rows_by_outcome["ok"] == done.counts["ok"]
     tokens = exporters.sums(t.TOKENS_METRIC, t.TOKEN_KIND)
-    for kind in ("prompt", "completion", "reasoning"):
+    for kind in t.TOKEN_KINDS:
         assert tokens.get(kind, 0) == done.tokens.get(kind, 0), (kind, tokens, done.tokens)
     assert tokens["prompt"] > 0 and tokens["completion"] > 0
+    # Cost at the job's own price, as the manifest prices its tokens.
+    assert done.cost_usd, done
+    assert exporters.sums(t.COST_METRIC, t.PIPELINE)["echo"] == pytest.approx(done.cost_usd, abs=1e-6)
     assert exporters.sums(t.THROTTLED_METRIC, t.DEPLOYMENT).total() == stats["throttled"] == 1
     latency = exporters.points(t.MODEL_DURATION_METRIC)
     assert sum(p.count for p in latency) == stats["requests"]
