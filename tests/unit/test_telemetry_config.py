@@ -199,3 +199,39 @@ def test_a_mistyped_mode_is_logged_and_the_app_still_loads(
     monkeypatch.setenv("ROWSMITH_TELEMETRY", "datadog")
     assert telemetry.configure(install_global=False) == "none"
     assert "ROWSMITH_TELEMETRY='datadog' must be one of" in caplog.text
+
+
+def test_spend_lines_count_their_tokens_and_cost_but_are_not_rows():
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from processing.core.prices import Price
+    from processing.core.records import Record
+
+    reader = InMemoryMetricReader()
+    telemetry.use_exporters(InMemorySpanExporter(), reader)
+    price = Price(
+        model="m", input=1.0, cached_input=0.5, output=4.0, batch_discount=0.5, reasoning=False, source="t", as_of="t"
+    )
+    records = [
+        Record.answered(0, ["a"], "x", (100, 20, 0, 40)),
+        Record.failed(1, ["b"], "budget", "over budget"),
+        Record.spent(2, (50, 10, 0, 0), (1, 0)),  # billed, re-enqueued: not a result
+    ]
+    telemetry.rows_recorded(records, pipeline="orders", price=price)
+    points = {
+        (m.name, tuple(sorted(p.attributes.items()))): p.value
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in m.data.data_points
+    }
+    rows = {k[1]: v for k, v in points.items() if k[0] == telemetry.ROWS_METRIC}
+    assert rows == {
+        ((telemetry.OUTCOME, "ok"), (telemetry.PIPELINE, "orders")): 1,
+        ((telemetry.OUTCOME, "budget"), (telemetry.PIPELINE, "orders")): 1,
+    }
+    tokens = {dict(k[1])[telemetry.TOKEN_KIND]: v for k, v in points.items() if k[0] == telemetry.TOKENS_METRIC}
+    assert tokens == {"prompt": 150, "completion": 30, "cached": 40}
+    (cost,) = [v for k, v in points.items() if k[0] == telemetry.COST_METRIC]
+    assert cost == pytest.approx(price.cost(150, 30, 40))
