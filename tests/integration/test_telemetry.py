@@ -8,13 +8,22 @@ the job id, and the metrics, which are compared with the job's manifest and the 
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import json
 import logging
+import os
+import ssl
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
+from aiohttp import web
 from azure.functions.queue import QueueMessage
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -22,9 +31,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import function_app
+from localdev.azurite import make_dev_certificates
+from localdev.identity_endpoint import IdentityEndpoint, endpoint_settings
 from localdev.stack import Stack
 from processing.adapters import telemetry as t
 from processing.core.layout import FINALIZE_QUEUE, ROWS_QUEUE
+from processing.core.settings import APP_ROOT
 from tests.integration.faults_util import (
     call,
     close_in_process_clients,
@@ -38,9 +50,10 @@ from tests.integration.faults_util import (
 )
 from tests.integration.harness import manifest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
+pytestmark = pytest.mark.integration
 # Ingest is driven by hand here: the stack's Event Grid would add an uploads message of its own.
 STACK_EVENT_GRID = False
+INSTRUMENTATION_ID = "00000000-0000-4000-8000-00000000e001"  # an id, not a key
 
 
 class Exporters:
@@ -81,7 +94,7 @@ def queued(body: str, dequeue_count: int = 1, waited: float = 0.5) -> QueueMessa
 
 
 async def test_a_jobs_spans_logs_and_metrics_carry_its_job_rows_and_attempts(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, exporters: Exporters, caplog: pytest.LogCaptureFixture
+    stack: Stack, clean: None, monkeypatch: pytest.MonkeyPatch, exporters: Exporters, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.INFO, logger="processing")  # host.json's level: Information
     await emulator_config(stack, fault_retry_after_ms=100)
@@ -173,3 +186,105 @@ async def test_a_jobs_spans_logs_and_metrics_carry_its_job_rows_and_attempts(
     ingest_delay = [p for p in delays if p.attributes[t.STAGE] == "ingest"]
     assert ingest_delay and ingest_delay[0].min >= 2.0  # inserted two seconds before the trigger ran
     assert exporters.sums(t.JOBS_METRIC, t.JOB_STATE) == Counter({"ingesting": 1, "done": 1})
+
+
+# --- Application Insights with Entra ID: the real distro, a loopback ingestion endpoint ------------
+
+
+class Ingestion:
+    """A stand-in for Application Insights' ingestion endpoint: records each batch and its token."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, str, list[dict[str, Any]]]] = []  # (path, Authorization, items)
+
+    async def track(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        # /v2.1/track takes a JSON array of items (live metrics, if it calls, posts other shapes).
+        items = json.loads(raw) if raw.strip() else []
+        items = items if isinstance(items, list) else [items]
+        self.batches.append((request.path, request.headers.get("Authorization", ""), items))
+        return web.json_response({"itemsReceived": len(items), "itemsAccepted": len(items), "errors": []})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.track)
+        return app
+
+
+async def test_application_insights_gets_the_telemetry_with_the_identitys_entra_token(tmp_path: Path):
+    identity = IdentityEndpoint()
+    identity_served = await identity.serve()
+    # azure-core sends a bearer token over HTTPS only: the stand-in has a throwaway CA's certificate.
+    certs = make_dev_certificates(tmp_path / "tls")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.cert, certs.key)
+    ingestion = Ingestion()
+    runner = web.AppRunner(ingestion.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    base = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    # An Application Insights connection string has ids and endpoints, and no key.
+    connection = f"InstrumentationKey={INSTRUMENTATION_ID};IngestionEndpoint={base}/;LiveEndpoint={base}/"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS_", "HTTP"))},
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": connection,
+        **endpoint_settings(identity_served.url, identity.header),  # as Flex Consumption sets them
+        "NO_PROXY": "127.0.0.1,localhost",
+        # The distro's calls home (statsbeat, its control plane) and the Azure VM resource
+        # detector (IMDS) are off here; the child refuses any other traffic and says so.
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "otel",
+        # Every trace kept (the distro's default samples at 5 traces per second, from an empty budget).
+        "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage",
+        "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        "TMPDIR": str(tmp_path),  # the exporter's offline retry storage
+        "REQUESTS_CA_BUNDLE": str(certs.ca),
+        "SSL_CERT_FILE": str(certs.ca),
+        "PYTHONPATH": str(APP_ROOT),
+    }
+    body = '{"v":1,"type":"finalize","job":"orders-0123456789ab"}'
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("telemetry_child.py")),
+            body,
+            env=env,
+            cwd=APP_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), timeout=120)
+    finally:
+        await runner.cleanup()
+        await identity_served.stop()
+    text = out.decode()
+    assert child.returncode == 0, text
+    assert "EXPORTER azure" in text and "FLUSHED" in text, text
+    assert "EGRESS" not in text, text  # nothing left the machine
+
+    # Every batch carried a bearer token from the managed identity, for Azure Monitor.
+    assert ingestion.batches, text
+    audiences = set()
+    for _path, authorization, _items in ingestion.batches:
+        scheme, _, token = authorization.partition(" ")
+        assert scheme == "Bearer" and token, authorization
+        audiences.add(jwt.decode(token, options={"verify_signature": False})["aud"])
+    assert audiences <= {"https://monitor.azure.com", "https://monitor.azure.com/"} and audiences, audiences
+    assert identity.stats.tokens, "no token was asked of the identity endpoint"
+
+    items = [item for path, _a, batch in ingestion.batches if path.endswith("/track") for item in batch]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_kind.setdefault(item["data"]["baseType"], []).append(item["data"]["baseData"])
+    assert all(item["iKey"] == INSTRUMENTATION_ID for item in items)
+    # The stage's span (a dependency), its log record (a trace) and the jobs metric, with the job.
+    (stage,) = [d for d in by_kind["RemoteDependencyData"] if d["name"] == "rowsmith.finalize"]
+    assert stage["properties"][t.JOB_ID] == "orders-0123456789ab" and stage["properties"][t.ATTEMPT] == "2"
+    (record,) = [m for m in by_kind["MessageData"] if m["message"] == "a log record about the job"]
+    assert record["properties"][t.JOB_ID] == "orders-0123456789ab" and record["properties"][t.STAGE] == "finalize"
+    jobs = [m for m in by_kind["MetricData"] if m["metrics"][0]["name"] == t.JOBS_METRIC]
+    assert jobs and jobs[0]["properties"][t.JOB_STATE] == "done"
