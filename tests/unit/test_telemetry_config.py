@@ -235,3 +235,10 @@ def test_spend_lines_count_their_tokens_and_cost_but_are_not_rows():
     assert tokens == {"prompt": 150, "completion": 30, "cached": 40}
     (cost,) = [v for k, v in points.items() if k[0] == telemetry.COST_METRIC]
     assert cost == pytest.approx(price.cost(150, 30, 40))
+
+
+def test_every_queue_a_trigger_reads_names_its_stage():
+    from processing.core.layout import ALL_QUEUES
+
+    assert set(telemetry.STAGES) == set(ALL_QUEUES)
+    assert set(telemetry.STAGES.values()) == {"ingest", "process", "finalize", "poison"}
