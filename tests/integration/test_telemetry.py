@@ -1,9 +1,13 @@
 """One job's telemetry, end to end on the local stack (issue 13, "Telemetry").
 
-The decorated functions of function_app.py run in this process (as in test_functions_direct.py),
-so the SDK's in-memory span exporter, metric reader and log exporter see everything the app
-emits: the spans of each stage, row and model call with their attributes, the log records with
-the job id, and the metrics, which are compared with the job's manifest and the emulator's count.
+- The decorated functions of function_app.py run in this process (as in test_functions_direct.py),
+  so the SDK's in-memory span exporter, metric reader and log exporter see everything the app
+  emits: the spans of each stage, row and model call with their attributes, the log records with
+  the job id, and the metrics, which are compared with the job's manifest and the emulator's count.
+- The real Azure Monitor distro, in a child process, sends to a loopback stand-in for
+  Application Insights with the local managed identity's Entra token.
+- The local runner (a child process, as `rowsmith local up` runs the app) exports a job's
+  telemetry to an OTLP collector on loopback.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import jwt
 import pytest
 from aiohttp import web
 from azure.functions.queue import QueueMessage
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -33,6 +40,7 @@ from opentelemetry.trace import StatusCode
 import function_app
 from localdev.azurite import make_dev_certificates
 from localdev.identity_endpoint import IdentityEndpoint, endpoint_settings
+from localdev.ports import serve_app
 from localdev.stack import Stack
 from processing.adapters import telemetry as t
 from processing.core.layout import FINALIZE_QUEUE, ROWS_QUEUE
@@ -44,11 +52,12 @@ from tests.integration.faults_util import (
     emulator_config,
     emulator_stats,
     in_process_env,
+    submit,
     take_all,
     upload,
     wait_until,
 )
-from tests.integration.harness import manifest
+from tests.integration.harness import RunnerProcess, app_settings, manifest, wait_state
 
 pytestmark = pytest.mark.integration
 # Ingest is driven by hand here: the stack's Event Grid would add an uploads message of its own.
@@ -288,3 +297,73 @@ async def test_application_insights_gets_the_telemetry_with_the_identitys_entra_
     assert record["properties"][t.JOB_ID] == "orders-0123456789ab" and record["properties"][t.STAGE] == "finalize"
     jobs = [m for m in by_kind["MetricData"] if m["metrics"][0]["name"] == t.JOBS_METRIC]
     assert jobs and jobs[0]["properties"][t.JOB_STATE] == "done"
+
+
+# --- OTLP from the local runner (a child process, as `rowsmith local up` runs the app) ------------
+
+
+class Collector:
+    """An OTLP/HTTP collector on loopback: the spans and log records it was sent, decoded."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.logs: list[Any] = []
+        self.metrics: list[str] = []
+
+    async def receive(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if request.path == "/v1/traces":
+            batch = trace_service_pb2.ExportTraceServiceRequest.FromString(raw)
+            self.spans += [s for r in batch.resource_spans for sc in r.scope_spans for s in sc.spans]
+        elif request.path == "/v1/logs":
+            batch = logs_service_pb2.ExportLogsServiceRequest.FromString(raw)
+            self.logs += [lr for r in batch.resource_logs for sc in r.scope_logs for lr in sc.log_records]
+        elif request.path == "/v1/metrics":
+            batch = metrics_service_pb2.ExportMetricsServiceRequest.FromString(raw)
+            self.metrics += [m.name for r in batch.resource_metrics for sc in r.scope_metrics for m in sc.metrics]
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.receive)
+        return app
+
+
+def _attributes(item: Any) -> dict[str, Any]:
+    values = {}
+    for kv in item.attributes:
+        kind = kv.value.WhichOneof("value")
+        values[kv.key] = getattr(kv.value, kind) if kind else None
+    return values
+
+
+async def test_the_local_runner_exports_a_jobs_telemetry_over_otlp(stack: Stack, clean: None, tmp_path: Path):
+    collector = Collector()
+    served = await serve_app(collector.app())
+    settings = app_settings(
+        stack,
+        OTEL_EXPORTER_OTLP_ENDPOINT=served.url,
+        # The SDK's own export schedule, shortened so the test does not wait a minute for metrics.
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+        OTEL_BLRP_SCHEDULE_DELAY="200",
+    )
+    try:
+        with RunnerProcess(settings, tmp_path / "runner.log"):
+            job = await submit(stack, "echo/otlp.csv", csv_bytes(["id", "text"], [["1", "a"], ["2", "b"]]))
+            done = await wait_state(stack, job, timeout=60)
+            assert done.state == "done"
+
+            async def exported() -> bool:
+                rows = [s for s in collector.spans if s.name == t.ROW_SPAN and _attributes(s)[t.JOB_ID] == job]
+                stages = {s.name for s in collector.spans if _attributes(s).get(t.JOB_ID) == job}
+                wanted = {t.STAGE_SPAN_PREFIX + s for s in ("ingest", "process", "finalize")}
+                return len(rows) == 2 and wanted <= stages and t.ROWS_METRIC in collector.metrics
+
+            await wait_until(exported, timeout=30, what="the job's spans and metrics at the collector")
+    finally:
+        await served.stop()
+    rows = [s for s in collector.spans if s.name == t.ROW_SPAN and _attributes(s)[t.JOB_ID] == job]
+    assert sorted(_attributes(s)[t.ROW_INDEX] for s in rows) == [0, 1]
+    assert all(_attributes(s)[t.PIPELINE] == "echo" for s in rows)
+    assert any(_attributes(r).get(t.JOB_ID) == job for r in collector.logs)
