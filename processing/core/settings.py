@@ -375,7 +375,9 @@ class Settings:
     prices_file: Path | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, storage: bool = True) -> Settings:
+        """`storage=False`: the model's settings only, storage left unset (`rowsmith estimate
+        --sample` calls the model as the app does, and never storage)."""
         env = os.environ if env is None else env
         values = app_values(env)
         if not values["openai_endpoint"]:
@@ -386,7 +388,8 @@ class Settings:
         # App Service and Flex Consumption set IDENTITY_ENDPOINT (and WEBSITE_INSTANCE_ID);
         # the local identity emulator sets IDENTITY_ENDPOINT too, so the same code path runs.
         managed = bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID"))
-        return cls(storage=StorageSettings.from_env(env), managed_identity=managed, **values)
+        connection = StorageSettings.from_env(env) if storage else StorageSettings()
+        return cls(storage=connection, managed_identity=managed, **values)
 
 
 def app_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
