@@ -282,6 +282,22 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         shown="480",
     ),
     Setting(
+        "ROWSMITH_RESULTS_DELIMITER",
+        "Delimiter of the results CSV: `input` (the input's, as detected or as the pipeline names it), `,`, `;`, "
+        "`tab` or `pipe`.",
+        default="input",
+        attribute="results_delimiter",
+        parse=choice("input", ",", ";", "tab", "pipe"),
+    ),
+    Setting(
+        "ROWSMITH_RESULTS_BOM",
+        "Whether the results CSV (always UTF-8) starts with a byte-order mark: `input` (when the input had one or "
+        "was not UTF-8, so Excel opens it as it opened the input), `true` or `false`.",
+        default="input",
+        attribute="results_bom",
+        parse=choice("input", "true", "false"),
+    ),
+    Setting(
         "ROWSMITH_PRICES_FILE",
         "JSON file of token prices per model (the shape of processing/core/prices.json) whose models replace "
         "or add to the shipped table; `rowsmith estimate` prices with it.",
@@ -373,6 +389,8 @@ class Settings:
     stall_timeout_seconds: float = DEFAULTS["stall_timeout_seconds"]
     ingest_budget_seconds: float = DEFAULTS["ingest_budget_seconds"]
     prices_file: Path | None = None
+    results_delimiter: str = DEFAULTS["results_delimiter"]
+    results_bom: str = DEFAULTS["results_bom"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, storage: bool = True) -> Settings:
