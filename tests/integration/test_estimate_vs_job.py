@@ -83,7 +83,13 @@ async def test_a_sampled_estimate_is_within_ten_percent_of_the_job(
         "reasoning": off_by(tokens["reasoning"], actual["reasoning"]),
         "cost": off_by(est["cost"]["usd"], job_cost),
     }
-    print(f"estimate vs job: {json.dumps({k: round(v * 100, 2) for k, v in misses.items()})} % off")
+    print(
+        f"estimate vs job: {json.dumps({k: round(v * 100, 3) for k, v in misses.items()})} % off; "
+        f"estimate {tokens['prompt']}/{tokens['completion']}/{tokens['reasoning']} tokens ${est['cost']['usd']:.6f}, "
+        f"job {actual['prompt']}/{actual['completion']}/{actual['reasoning']} tokens ${job_cost:.6f}, "
+        f"upper bound {bound['tokens']['prompt']}/{bound['tokens']['completion']} tokens "
+        f"${bound['cost']['max_usd']:.6f}"
+    )
     assert all(miss <= TOLERANCE for miss in misses.values()), (misses, tokens, actual)
     # The prompt is counted with the same tokenizer the emulator counts with: not within 10 %, equal.
     assert tokens["prompt"] == actual["prompt"]
