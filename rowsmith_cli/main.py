@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_submit.add_argument("--wait", action="store_true", help="show progress and wait until the job ends")
     p_submit.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits (default 3600)")
     p_submit.add_argument(
+        "--budget-usd",
+        type=float,
+        metavar="DOLLARS",
+        help="the most this job may spend at the price table's prices; rows it cannot pay for end as `budget` "
+        "(lower than the pipeline's budget_usd, if that is set)",
+    )
+    p_submit.add_argument(
         "--no-check",
         action="store_true",
         help="upload without reading the file here first (when the deployed app's pipelines differ from this folder's)",
@@ -167,6 +174,7 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 timeout=args.timeout,
                 quiet=args.json,
                 check=None if args.no_check else app_values(),
+                budget_usd=args.budget_usd,
             )
         if args.command == "watch":
             return await commands.watch(target, args.job, timeout=args.timeout, quiet=args.json)

@@ -29,6 +29,7 @@ from processing.core.errors import ConfigurationError, RowError, Throttled, Tran
 from processing.core.model_family import Family
 from processing.core.pipelines import Pipeline, PipelineError
 from processing.core.rate_limiter import RateLimiter, estimate_tokens
+from processing.core.records import Spend
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ async def complete(
     retries: int = 0,
     limiter: RateLimiter | None = None,
     family: str = "auto",
+    spend: Spend | None = None,
 ) -> Answer:
     """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call.
 
@@ -127,7 +129,11 @@ async def complete(
     waiting long); a 429 slows the limiter down and is raised as Throttled, never slept on.
     `family` is the configured model family (auto, reasoning, standard); a 400 that says it is
     wrong is answered by one more attempt as the family it names.
+
+    `spend`, if given, counts every request sent and the tokens of every answer Azure billed,
+    as they happen: a row that ends in an exception still tells what it spent.
     """
+    spend = Spend() if spend is None else spend
     messages = build_messages(pipeline, user)
     failures = 0
     bad_json = 0
@@ -139,8 +145,9 @@ async def complete(
         if limiter:
             await limiter.acquire(cost)
         try:
+            spend.requests += 1
             answer, headers = await _complete_once(
-                client, pipeline, deployment, messages, using_key=using_key, family=current
+                client, pipeline, deployment, messages, using_key=using_key, family=current, spend=spend
             )
         except WrongFamily as exc:
             if switched:
@@ -192,6 +199,7 @@ async def _complete_once(
     *,
     using_key: bool,
     family: Family = Family.STANDARD,
+    spend: Spend | None = None,
 ) -> tuple[Answer, Any]:
     kwargs: dict[str, Any] = model_family.request_params(pipeline, family)
     if pipeline.output.kind == "json":
@@ -277,6 +285,11 @@ async def _complete_once(
     completion_tokens = usage.completion_tokens if usage else 0
     details = usage.completion_tokens_details if usage else None
     reasoning_tokens = (details.reasoning_tokens or 0) if details else 0
+    prompt_details = usage.prompt_tokens_details if usage else None
+    cached_tokens = (prompt_details.cached_tokens or 0) if prompt_details else 0
+    if spend is not None:
+        # Billed from here on, whatever becomes of the answer (filtered, cut off, not the schema).
+        spend.bill(prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens)
     content = choice.message.content or ""
     if choice.finish_reason == "content_filter":
         raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")

@@ -300,7 +300,8 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
     Setting(
         "ROWSMITH_PRICES_FILE",
         "JSON file of token prices per model (the shape of processing/core/prices.json) whose models replace "
-        "or add to the shipped table; `rowsmith estimate` prices with it.",
+        "or add to the shipped table; `rowsmith estimate` prices with it, and each new job takes its price (its "
+        "cost, its budget) from it, a file deployed with the app.",
         attribute="prices_file",
         parse=path,
         shown="(the shipped table)",

@@ -260,7 +260,8 @@ async def _shard_records(clients: Clients, manifest: Manifest, shard: int) -> di
     async for segment in shards.segments(clients.jobs, manifest.job, shard, max_blocks=manifest.shard_max_blocks):
         data = await (await segment.blob.download_blob()).readall()
         for record in parse_lines(data):
-            first.setdefault(record.index, record)
+            if record.is_result:
+                first.setdefault(record.index, record)
     return first
 
 
@@ -326,6 +327,7 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
                         "prompt_tokens": record.usage[0],
                         "completion_tokens": record.usage[1],
                         "reasoning_tokens": record.usage[2],
+                        "cached_tokens": record.usage[3],
                     }
                 else:
                     line["error"] = record.error
