@@ -77,17 +77,23 @@ async def estimate(
     prompt = checked.prompt_tokens
     completion = answer_budget + reasoning_budget
     reasoning = reasoning_budget
+    cached = 0  # prompt tokens served from the cache: only a sample can tell
     sampled: dict[str, Any] | None = None
     if sample and checked.sampled:
         found, endpoint = await sampling.sample(pipeline, model, checked.sampled, model_env or {})
         sampled = {**found.as_dict(), "endpoint": endpoint}
         if price:
-            sampled["cost_usd"] = round(price.cost(found.prompt_tokens, found.completion_tokens), 6)
+            sampled["cost_usd"] = round(
+                price.cost(found.prompt_tokens, found.completion_tokens, found.cached_tokens), 6
+            )
         if found.answered:
-            basis = f"sampled {found.answered} rows"
-            prompt += _per_request(found.prompt_tokens - found.counted_prompt_tokens, found.answered, requests)
-            completion = _per_request(found.completion_tokens, found.answered, requests)
-            reasoning = _per_request(found.reasoning_tokens, found.answered, requests)
+            # Per row asked, answered or not: a row that failed after billed attempts is as
+            # likely among the rest as in the sample.
+            basis = f"sampled {found.rows} rows"
+            prompt += _per_request(found.prompt_tokens - found.counted_prompt_tokens, found.rows, requests)
+            completion = _per_request(found.completion_tokens, found.rows, requests)
+            reasoning = _per_request(found.reasoning_tokens, found.rows, requests)
+            cached = _per_request(found.cached_tokens, found.rows, requests)
     tokens: dict[str, Any] = {
         "basis": basis,
         "counted_with": counter.method,
@@ -95,6 +101,7 @@ async def estimate(
         "prompt": prompt,
         "completion": completion,  # reasoning included, as Azure counts and bills it
         "reasoning": reasoning,
+        "cached": cached,
         "answer_budget": answer_budget,
         "model_family": str(family),
         "reasoning_budget": reasoning_budget,
@@ -106,7 +113,7 @@ async def estimate(
         prompt_usd = price.cost(prompt, 0)
         answer_usd = price.cost(0, answer_budget)
         reasoning_usd = price.cost(0, reasoning_budget)
-        expected_usd = price.cost(prompt, completion)
+        expected_usd = price.cost(prompt, completion, cached)
         cost = {
             "currency": "USD",
             "basis": basis,

@@ -4,8 +4,9 @@ How long an answer is, and how long a reasoning model thinks, is known only once
 the estimate without a sample can only budget them at their maximum. A sample asks the
 deployment through the app's own code (processing/adapters/clients.py's keyless client,
 azure_openai.complete with the pipeline's parameters and model family) and reads the usage the
-service bills, which the estimate extrapolates to the whole file. The sample's requests are
-real ones: billed, and counted against the deployment's quota.
+service bills, every billed attempt included as the job counts it (a JSON answer asked for
+again, say), which the estimate extrapolates to the whole file. The sample's requests are real
+ones: billed, and counted against the deployment's quota.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from processing.adapters.clients import make_openai, quiet_sdk_loggers
 from processing.adapters.identity import make_credential
 from processing.core.errors import RowError, Throttled, TransientError
 from processing.core.pipelines import Pipeline
+from processing.core.records import Spend
 from processing.core.settings import Settings
 from rowsmith_cli.settings import identity_environment
 
@@ -33,24 +35,28 @@ THROTTLE_TRIES = 5
 class Sample:
     rows: int = 0  # asked
     answered: int = 0
-    prompt_tokens: int = 0  # as the service reported them, answered rows only
-    counted_prompt_tokens: int = 0  # the same rows' prompts by the estimate's own counter
+    requests: int = 0  # sent, retries included
+    prompt_tokens: int = 0  # billed, as the service reported them
+    counted_prompt_tokens: int = 0  # the same rows' prompts by the estimate's own counter, once each
     completion_tokens: int = 0  # reasoning included, as billed
     reasoning_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, served from the prompt cache
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
             "answered": self.answered,
+            "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "errors": dict(self.errors),
         }
 
 
-async def _ask(client: Any, pipeline: Pipeline, deployment: str, user: str, settings: Settings) -> Any:
+async def _ask(client: Any, pipeline: Pipeline, deployment: str, user: str, settings: Settings, *, spend: Spend) -> Any:
     for _ in range(THROTTLE_TRIES):
         try:
             return await azure_openai.complete(
@@ -61,6 +67,7 @@ async def _ask(client: Any, pipeline: Pipeline, deployment: str, user: str, sett
                 using_key=bool(settings.openai_api_key),
                 retries=settings.openai_max_retries,
                 family=pipeline.model_family or settings.openai_model_family,
+                spend=spend,
             )
         except Throttled as exc:
             await asyncio.sleep(min(MAX_THROTTLE_WAIT, exc.retry_after))
@@ -82,19 +89,22 @@ async def sample(
     try:
         for user, counted in rows:
             found.rows += 1
+            spend = Spend()  # every billed attempt, a row that then failed included
             try:
-                answer = await _ask(client, pipeline, deployment, user, settings)
+                await _ask(client, pipeline, deployment, user, settings, spend=spend)
+                found.answered += 1
             except RowError as exc:
                 found.errors[exc.code] += 1
-                continue
             except TransientError:
                 found.errors["transient"] += 1
-                continue
-            found.answered += 1
-            found.prompt_tokens += answer.prompt_tokens
+            found.requests += spend.requests
+            found.prompt_tokens += spend.prompt
+            # Once per row: what the service billed beyond it (a schema's share, a prompt sent
+            # again) is what the estimate adds per row.
             found.counted_prompt_tokens += counted
-            found.completion_tokens += answer.completion_tokens
-            found.reasoning_tokens += answer.reasoning_tokens
+            found.completion_tokens += spend.completion
+            found.reasoning_tokens += spend.reasoning
+            found.cached_tokens += spend.cached
     finally:
         await client.close()
         await credential.close()

@@ -68,14 +68,18 @@ async def test_a_sampled_estimate_is_within_ten_percent_of_the_job(
             await (await service.get_blob_client("jobs", f"{job}/manifest.json").download_blob()).readall()
         )
     _, status = cli.rowsmith(state, "status", job)
-    # The job's cost: the manifest's (or status's) cost_usd once the app records it; until then the
-    # job's own tokens at the same price table, which is what the app prices them with.
-    if "cost_usd" in raw or "cost_usd" in status:
-        job_cost = float(raw.get("cost_usd", status.get("cost_usd")))
+    # The job's cost: the manifest's (and status's) cost_usd, the job's billed tokens at its price
+    # snapshot; where a job carries none (an app from before it was recorded), its own tokens at
+    # the same price table.
+    recorded = raw.get("cost_usd", status.get("cost_usd"))
+    if recorded is not None:
+        job_cost = float(recorded)
+        assert status.get("cost_usd") in (None, recorded)
     else:
         price = price_for(est["deployment"], load_prices())
         assert price is not None
-        job_cost = price.cost(actual["prompt"], actual["completion"])
+        job_cost = price.cost(actual["prompt"], actual["completion"], actual.get("cached", 0))
+    print(f"job cost {'from the manifest' if recorded is not None else 'computed from its tokens'}")
 
     misses = {
         "prompt": off_by(tokens["prompt"], actual["prompt"]),
