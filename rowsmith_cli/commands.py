@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
 from processing.adapters import cancels, job_store
@@ -18,6 +18,7 @@ from processing.core import layout
 from processing.core.budget import BUDGET_META, check_priced, job_budget
 from processing.core.errors import BadName
 from processing.core.layout import (
+    FINALIZE_QUEUE,
     INPUT_CONTAINER,
     JOB_META,
     JOBS_CONTAINER,
@@ -223,9 +224,18 @@ async def cancel(target: Target, job: str) -> tuple[int, dict[str, Any]]:
         return EXIT_OK, info
     first = await cancels.request(target.blobs.get_container_client(JOBS_CONTAINER), job)
     info["cancel"] = "requested" if first else "already requested"
+    when = "within one finalize interval"
+    if first:
+        try:
+            # Checked now, not at the next scheduled check (which queue polling can delay past an interval).
+            await cancels.check_now(target.queues.get_queue_client(FINALIZE_QUEUE), job)
+        except HttpResponseError as exc:
+            # Without queue rights the request still stands: the job's own next check ends it.
+            info["warning"] = f"could not ask for an early check ({exc.reason}); the job's next check ends it"
+            when = "at the job's next completion check"
     info["message"] = (
-        f"cancel of job {job} {info['cancel']}: rows not yet answered end as `cancelled` within one finalize "
-        f"interval; follow it with `rowsmith watch {job}`"
+        f"cancel of job {job} {info['cancel']}: rows not yet answered end as `cancelled` {when}; "
+        f"follow it with `rowsmith watch {job}`"
     )
     return EXIT_OK, info
 

@@ -15,8 +15,18 @@ from typing import Any
 from processing.core.errors import RowsmithError
 from processing.core.settings import app_values
 from rowsmith_cli import commands, estimate, local
-from rowsmith_cli.settings import CliSettings
-from rowsmith_cli.target import TargetError, resolve
+from rowsmith_cli.settings import CliSettings, model_environment
+from rowsmith_cli.target import TargetError, local_stack, resolve
+
+
+def _non_negative(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_estimate.add_argument("file", type=Path)
     p_estimate.add_argument("--pipeline", help="pipeline name (default: default)")
+    p_estimate.add_argument(
+        "--sample",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="send the first N rows to the model as the app would (billed) and extrapolate answer and reasoning "
+        "tokens from their usage; without it they are counted at their budget (an upper bound)",
+    )
 
     p_watch = sub.add_parser("watch", parents=[common], help="show a running job's progress until it ends")
     p_watch.add_argument("job")
@@ -141,7 +159,10 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     if args.command == "demo":
         return await local.demo(args, cli)
     if args.command == "estimate":
-        return commands.EXIT_OK, await estimate.estimate(args.file, args.pipeline, app_values())
+        stack = local_stack(cli.state_dir) if args.sample else None
+        env = model_environment(stack.app_settings() if stack else None) if args.sample else None
+        info = await estimate.estimate(args.file, args.pipeline, app_values(), sample=args.sample, model_env=env)
+        return commands.EXIT_OK, info
     target = resolve(getattr(args, "account", None), local=getattr(args, "local", False), cli=cli)
     try:
         if args.command == "submit":

@@ -40,6 +40,10 @@ class Manifest:
     header: list[str] = field(default_factory=list)
     output_columns: list[str] = field(default_factory=list)  # answer columns after clash renaming
     delimiter: str = ","
+    # How the input was encoded: its codec and whether it began with a byte-order mark; the
+    # results CSV follows them (processing/core/results_format.py). Old manifests: UTF-8, no mark.
+    encoding: str = "utf-8"
+    bom: bool = False
     # Fixed when the job is created, so a settings change never re-shards a running job.
     shard_rows: int = DEFAULTS["shard_rows"]
     shard_max_blocks: int = DEFAULTS["shard_max_blocks"]  # a segment this full continues in the next one

@@ -303,6 +303,22 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         parse=url,
     ),
     Setting(
+        "ROWSMITH_RESULTS_DELIMITER",
+        "Delimiter of the results CSV: `input` (the input's, as detected or as the pipeline names it), `,`, `;`, "
+        "`tab` or `pipe`.",
+        default="input",
+        attribute="results_delimiter",
+        parse=choice("input", ",", ";", "tab", "pipe"),
+    ),
+    Setting(
+        "ROWSMITH_RESULTS_BOM",
+        "Whether the results CSV (always UTF-8) starts with a byte-order mark: `input` (when the input had one or "
+        "was not UTF-8, so Excel opens it as it opened the input), `true` or `false`.",
+        default="input",
+        attribute="results_bom",
+        parse=choice("input", "true", "false"),
+    ),
+    Setting(
         "ROWSMITH_PRICES_FILE",
         "JSON file of token prices per model (the shape of processing/core/prices.json) whose models replace "
         "or add to the shipped table; `rowsmith estimate` prices with it, and each new job takes its price (its "
@@ -395,9 +411,13 @@ class Settings:
     stall_timeout_seconds: float = DEFAULTS["stall_timeout_seconds"]
     ingest_budget_seconds: float = DEFAULTS["ingest_budget_seconds"]
     prices_file: Path | None = None
+    results_delimiter: str = DEFAULTS["results_delimiter"]
+    results_bom: str = DEFAULTS["results_bom"]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, storage: bool = True) -> Settings:
+        """`storage=False`: the model's settings only, storage left unset (`rowsmith estimate
+        --sample` calls the model as the app does, and never storage)."""
         env = os.environ if env is None else env
         values = app_values(env)
         if not values["openai_endpoint"]:
@@ -408,7 +428,8 @@ class Settings:
         # App Service and Flex Consumption set IDENTITY_ENDPOINT (and WEBSITE_INSTANCE_ID);
         # the local identity emulator sets IDENTITY_ENDPOINT too, so the same code path runs.
         managed = bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID"))
-        return cls(storage=StorageSettings.from_env(env), managed_identity=managed, **values)
+        connection = StorageSettings.from_env(env) if storage else StorageSettings()
+        return cls(storage=connection, managed_identity=managed, **values)
 
 
 def app_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
 from processing.core.records import Record, parse_lines
 from processing.core.result_columns import unique_header
+from processing.core.results_format import results_format
 from processing.core.states import CANCELLED_REASON, JobState, RowCode
 from processing.core.text import clean_text
 
@@ -284,8 +285,18 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
     fields = Pipeline.from_dict(manifest.pipeline).output.fields
     width = len(manifest.header)
     keys = unique_header(manifest.header)
+    settings = clients.settings
+    form = results_format(
+        input_delimiter=manifest.delimiter,
+        input_bom=manifest.bom,
+        input_encoding=manifest.encoding,
+        delimiter=settings.results_delimiter,
+        bom=settings.results_bom,
+    )
+    if form.prefix:
+        await csv_out.write(form.prefix)
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
+    writer = csv.writer(text, delimiter=form.delimiter, lineterminator="\r\n")
     writer.writerow(safe_row([*manifest.header, *manifest.output_columns], manifest.pipeline))
     total = manifest.total_rows or 0
     # Rows that never got a record (a stalled or cancelled job) take their cells from the input file.

@@ -254,6 +254,7 @@ async def _stream_rows(
         if not manifest.header:
             manifest.header = header
             manifest.delimiter = stream.delimiter
+            manifest.encoding, manifest.bom = stream.encoding, stream.bom
             manifest.pipeline = pipeline.to_dict()
             manifest.output_columns = added_columns(header, pipeline.output.fields)
             _price_and_budget(manifest, pipeline, settings, metadata, name)
