@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
 from processing.adapters import cancels, job_store
 from processing.core import layout
+from processing.core.budget import BUDGET_META, check_priced, job_budget
 from processing.core.errors import BadName
 from processing.core.layout import (
+    FINALIZE_QUEUE,
     INPUT_CONTAINER,
     JOB_META,
     JOBS_CONTAINER,
     OUTPUT_CONTAINER,
 )
 from processing.core.manifest import Manifest
-from processing.core.states import FINAL_STATES, RESULT_STATES, JobState
+from processing.core.prices import job_price
+from processing.core.states import FINAL_STATES, RESULT_STATES, JobState, RowCode
 from rowsmith_cli import failed_rows, preflight, progress
 from rowsmith_cli.target import Target
 
@@ -55,6 +59,15 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "prompt_tokens": manifest.tokens.get("prompt", 0),
         "completion_tokens": manifest.tokens.get("completion", 0),
         "reasoning_tokens": manifest.tokens.get("reasoning", 0),
+        "cached_tokens": manifest.tokens.get("cached", 0),
+        # Every request sent and every billed answer, retries and duplicate deliveries included.
+        "requests": manifest.requests,
+        "retries": manifest.retries,
+        "cost_usd": manifest.cost_usd,  # None: the price table has no price for the job's deployment
+        "price_model": (manifest.price or {}).get("model"),
+        "budget_usd": manifest.budget_usd,
+        "budget_rows": manifest.row_errors.get(RowCode.BUDGET, {}).get("rows", 0),
+        "budget_reached": bool((manifest.budget or {}).get("reached")),
         "seconds": round((finished or time.time()) - started, 1) if started else None,
         "results_blob": output_blob("csv"),
         "results_jsonl_blob": output_blob("jsonl"),
@@ -72,17 +85,38 @@ async def submit(
     timeout: float,
     quiet: bool,
     check: dict[str, Any] | None = None,
+    budget_usd: float | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Upload `path`; with `check` (the app's settings) it is first read as ingest would read it,
-    and a file whose job would fail is refused with that job's message, before any upload."""
+    and a file whose job would fail is refused with that job's message, before any upload.
+    `budget_usd` caps the job's spend (below the pipeline's own cap, if it has one)."""
     preflight.check_path(path)
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise ValueError(f"--budget-usd must be a positive number of dollars, not {budget_usd:g}")
     if check is not None:
-        await preflight.check_file(path, preflight.pipeline_for(pipeline, check), check)
+        checked_pipeline = preflight.pipeline_for(pipeline, check)
+        await preflight.check_file(path, checked_pipeline, check)
+        deployment = checked_pipeline.deployment or check["openai_deployment"]
+        budget = job_budget(
+            checked_pipeline.budget_usd, {BUDGET_META: str(budget_usd)} if budget_usd else None, str(path)
+        )
+        check_priced(
+            budget,
+            job_price(deployment, check.get("prices_file")) is not None,
+            deployment,
+            checked_pipeline.name,
+            str(path),
+        )
     name = preflight.input_blob_name(path, pipeline)
     blob = target.blobs.get_blob_client(INPUT_CONTAINER, name)
     with path.open("rb") as data:
         result = await blob.upload_blob(
-            data, overwrite=True, content_settings=ContentSettings(content_type="text/csv"), max_concurrency=4
+            data,
+            overwrite=True,
+            content_settings=ContentSettings(content_type="text/csv"),
+            max_concurrency=4,
+            # The blob carries the cap to ingest: storage alone, as everything the CLI asks of a job.
+            metadata={BUDGET_META: repr(budget_usd)} if budget_usd is not None else None,
         )
     etag = result["etag"]
     # Only the upload, in Azure and locally: Event Grid (the local stack's own, there) raises
@@ -202,9 +236,18 @@ async def cancel(target: Target, job: str) -> tuple[int, dict[str, Any]]:
         return EXIT_OK, info
     first = await cancels.request(target.blobs.get_container_client(JOBS_CONTAINER), job)
     info["cancel"] = "requested" if first else "already requested"
+    when = "within one finalize interval"
+    if first:
+        try:
+            # Checked now, not at the next scheduled check (which queue polling can delay past an interval).
+            await cancels.check_now(target.queues.get_queue_client(FINALIZE_QUEUE), job)
+        except HttpResponseError as exc:
+            # Without queue rights the request still stands: the job's own next check ends it.
+            info["warning"] = f"could not ask for an early check ({exc.reason}); the job's next check ends it"
+            when = "at the job's next completion check"
     info["message"] = (
-        f"cancel of job {job} {info['cancel']}: rows not yet answered end as `cancelled` within one finalize "
-        f"interval; follow it with `rowsmith watch {job}`"
+        f"cancel of job {job} {info['cancel']}: rows not yet answered end as `cancelled` {when}; "
+        f"follow it with `rowsmith watch {job}`"
     )
     return EXIT_OK, info
 
@@ -292,6 +335,15 @@ def describe(info: dict[str, Any]) -> str:
         parts.append(f"  {info['cancelled_rows']} row(s) were cancelled before they were answered (code: cancelled)")
     if info.get("missing_rows"):
         parts.append(f"  {info['missing_rows']} row(s) never got a result before the stall deadline (code: missing)")
+    if info.get("requests"):
+        cost = f"${info['cost_usd']:.4f}" if info.get("cost_usd") is not None else "cost unknown (no price)"
+        parts.append(
+            f"  spent: {cost}, {info['requests']} requests ({info.get('retries', 0)} retries), "
+            f"{info.get('prompt_tokens', 0)} prompt + {info.get('completion_tokens', 0)} completion tokens"
+        )
+    if info.get("budget_usd"):
+        reached = f"reached: {info.get('budget_rows', 0)} row(s) not sent (code: budget)"
+        parts.append(f"  budget: ${info['budget_usd']:g}, {reached if info.get('budget_reached') else 'not reached'}")
     if info.get("results_blob"):
         parts.append(f"  results: {info['results_blob']}")
     return "\n".join(parts)

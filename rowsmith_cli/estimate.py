@@ -2,9 +2,14 @@
 
 Reads the file with ingest's own checks (preflight.py), renders every row's prompt, counts its
 tokens (tokens.py) and prices them with the model's entry in the price table
-(processing/core/prices.py). The answer is priced at its budget, `max_tokens` per request, and
-on a reasoning model the thinking at its own, `reasoning_budget` per request (both billed as
-output): the most a job can be billed for them, since how long each will be is not known yet.
+(processing/core/prices.py). Without a sample ("basis": "upper bound") the answer is priced at
+its budget, `max_tokens` per request, and on a reasoning model the thinking at its own,
+`reasoning_budget` per request (both billed as output): the most a job can be billed for them,
+since how long each will be is not known yet. With `--sample N` ("basis": "sampled N rows") the
+first N rows are sent to the deployment as the app sends them (sampling.py) and the answer and
+reasoning tokens they were billed are extrapolated to every request; the difference between the
+prompt tokens the service reported and the counter's for the same rows (a JSON schema's share,
+which the counter cannot see) is added per request. The upper bound is kept beside it.
 The duration is the pace the app itself keeps (at 97 % of the configured RPM/TPM, counting
 each request as its estimate plus max_tokens, as Azure admits it).
 """
@@ -12,6 +17,7 @@ each request as its estimate plus max_tokens, as Azure admits it).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +25,10 @@ from processing.core import model_family
 from processing.core.model_family import Family
 from processing.core.prices import load_prices, price_for
 from processing.core.rate_limiter import HEADROOM
-from rowsmith_cli import preflight
+from rowsmith_cli import preflight, sampling
 from rowsmith_cli.tokens import counter_for
+
+UPPER_BOUND = "upper bound"
 
 SHOWN_PROMPTS = 3
 
@@ -36,13 +44,28 @@ def _duration(requests: int, admission_tokens: int, rpm: int, tpm: int) -> dict[
     return info
 
 
-async def estimate(path: Path, pipeline_name: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+def _per_request(total: int, rows: int, requests: int) -> int:
+    return round(total / rows * requests) if rows else 0
+
+
+async def estimate(
+    path: Path,
+    pipeline_name: str | None,
+    settings: dict[str, Any],
+    *,
+    sample: int = 0,
+    model_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The estimate; `sample` > 0 first asks the model the first rows, with the settings in
+    `model_env` (the app's: rowsmith_cli/settings.model_environment)."""
     prices = load_prices(settings.get("prices_file"))
     preflight.check_path(path)
     pipeline = preflight.pipeline_for(pipeline_name, settings)
     model = pipeline.deployment or settings["openai_deployment"]
     counter = counter_for(model)
-    checked = await preflight.check_file(path, pipeline, settings, count=counter.prompt_tokens, show=SHOWN_PROMPTS)
+    checked = await preflight.check_file(
+        path, pipeline, settings, count=counter.prompt_tokens, show=SHOWN_PROMPTS, sample=sample
+    )
     requests = checked.requests
     answer_budget = requests * pipeline.max_tokens
     # The family the app would try first for this deployment (a wrong `auto` guess is corrected
@@ -50,22 +73,52 @@ async def estimate(path: Path, pipeline_name: str | None, settings: dict[str, An
     family = model_family.resolve(pipeline.model_family or settings["openai_model_family"], model)
     reasoning_budget = requests * pipeline.reasoning_budget if family == Family.REASONING else 0
     price = price_for(model, prices)
+    basis = UPPER_BOUND
+    prompt = checked.prompt_tokens
+    completion = answer_budget + reasoning_budget
+    reasoning = reasoning_budget
+    cached = 0  # prompt tokens served from the cache: only a sample can tell
+    sampled: dict[str, Any] | None = None
+    if sample and checked.sampled:
+        found, endpoint = await sampling.sample(pipeline, model, checked.sampled, model_env or {})
+        sampled = {**found.as_dict(), "endpoint": endpoint}
+        if price:
+            sampled["cost_usd"] = round(
+                price.cost(found.prompt_tokens, found.completion_tokens, found.cached_tokens), 6
+            )
+        if found.answered:
+            # Per row asked, answered or not: a row that failed after billed attempts is as
+            # likely among the rest as in the sample.
+            basis = f"sampled {found.rows} rows"
+            prompt += _per_request(found.prompt_tokens - found.counted_prompt_tokens, found.rows, requests)
+            completion = _per_request(found.completion_tokens, found.rows, requests)
+            reasoning = _per_request(found.reasoning_tokens, found.rows, requests)
+            cached = _per_request(found.cached_tokens, found.rows, requests)
     tokens: dict[str, Any] = {
+        "basis": basis,
         "counted_with": counter.method,
         "exact": counter.exact,
-        "prompt": checked.prompt_tokens,
+        "prompt": prompt,
+        "completion": completion,  # reasoning included, as Azure counts and bills it
+        "reasoning": reasoning,
+        "cached": cached,
         "answer_budget": answer_budget,
         "model_family": str(family),
         "reasoning_budget": reasoning_budget,
-        "per_request_prompt": round(checked.prompt_tokens / requests, 1) if requests else 0,
+        "per_request_prompt": round(prompt / requests, 1) if requests else 0,
+        "sample": sampled,
     }
     cost: dict[str, Any] | None = None
     if price:
-        prompt_usd = price.cost(checked.prompt_tokens, 0)
+        prompt_usd = price.cost(prompt, 0)
         answer_usd = price.cost(0, answer_budget)
         reasoning_usd = price.cost(0, reasoning_budget)
+        expected_usd = price.cost(prompt, completion, cached)
         cost = {
             "currency": "USD",
+            "basis": basis,
+            "usd": round(expected_usd, 6),
+            "batch_usd": round(expected_usd * (1 - price.batch_discount), 6),
             "max_usd": round(prompt_usd + answer_usd + reasoning_usd, 6),
             "prompt_usd": round(prompt_usd, 6),
             "answer_budget_usd": round(answer_usd, 6),
@@ -93,6 +146,7 @@ async def estimate(path: Path, pipeline_name: str | None, settings: dict[str, An
         "rows": checked.rows,
         "row_errors": checked.row_errors,
         "requests": requests,
+        "basis": basis,
         "tokens": tokens,
         "cost": cost,
         "cost_error": None if price else f"no price for {model!r} in the price table: add it with ROWSMITH_PRICES_FILE",
@@ -119,24 +173,53 @@ def describe(info: dict[str, Any]) -> str:
         f"{info['rows']} rows, {info['requests']} requests"
         + (f", {info['row_errors']} row(s) would be row errors (not sent)" if info["row_errors"] else "")
     )
-    lines.append(
-        f"tokens: {tokens['prompt']:,} prompt ({tokens['counted_with']}), "
-        f"up to {tokens['answer_budget']:,} answer (max_tokens per request)"
-        + (
-            f", up to {tokens['reasoning_budget']:,} reasoning (reasoning_budget per request)"
-            if tokens["reasoning_budget"]
-            else ""
+    sampled = tokens["sample"]
+    if sampled:
+        errors = ", ".join(f"{n} {code}" for code, n in sampled["errors"].items())
+        lines.append(
+            f"sample: {sampled['rows']} rows sent to {info['deployment']} at {sampled['endpoint']}, "
+            f"{sampled['answered']} answered"
+            + (f" ({errors})" if errors else "")
+            + f": {sampled['prompt_tokens']:,} prompt, {sampled['completion_tokens']:,} completion "
+            f"({sampled['reasoning_tokens']:,} reasoning) tokens"
+            + (f", ${sampled['cost_usd']:.4f} billed" if "cost_usd" in sampled else "")
         )
-    )
+    if tokens["basis"] == UPPER_BOUND:
+        lines.append(
+            f"tokens (upper bound: answers at their budget; --sample N measures them): {tokens['prompt']:,} prompt "
+            f"({tokens['counted_with']}), up to {tokens['answer_budget']:,} answer (max_tokens per request)"
+            + (
+                f", up to {tokens['reasoning_budget']:,} reasoning (reasoning_budget per request)"
+                if tokens["reasoning_budget"]
+                else ""
+            )
+        )
+    else:
+        lines.append(
+            f"tokens ({tokens['basis']}, extrapolated): {tokens['prompt']:,} prompt ({tokens['counted_with']}), "
+            f"{tokens['completion']:,} completion"
+            + (f" of which {tokens['reasoning']:,} reasoning" if tokens["reasoning"] else "")
+            + f"; upper bound {tokens['answer_budget'] + tokens['reasoning_budget']:,} completion"
+        )
     cost = info["cost"]
     if cost:
         price = cost["price"]
-        lines.append(
-            f"cost: at most ${cost['max_usd']:.4f} (prompt ${cost['prompt_usd']:.4f} + answers at their budget "
-            f"${cost['answer_budget_usd']:.4f}"
-            + (f" + reasoning at its budget ${cost['reasoning_budget_usd']:.4f}" if tokens["reasoning_budget"] else "")
-            + f"); Batch API: ${cost['batch_max_usd']:.4f}"
-        )
+        if cost["basis"] != UPPER_BOUND:
+            lines.append(
+                f"cost ({cost['basis']}): about ${cost['usd']:.4f}; Batch API: ${cost['batch_usd']:.4f}; "
+                f"at most ${cost['max_usd']:.4f}"
+            )
+        else:
+            lines.append(
+                f"cost (upper bound): at most ${cost['max_usd']:.4f} (prompt ${cost['prompt_usd']:.4f} + answers at "
+                f"their budget ${cost['answer_budget_usd']:.4f}"
+                + (
+                    f" + reasoning at its budget ${cost['reasoning_budget_usd']:.4f}"
+                    if tokens["reasoning_budget"]
+                    else ""
+                )
+                + f"); Batch API: ${cost['batch_max_usd']:.4f}"
+            )
         lines.append(
             f"price: {price['model']} ${price['input_per_million']}/M input, ${price['output_per_million']}/M output "
             f"({price['source']}, {price['as_of']})"

@@ -8,7 +8,8 @@ job's at all. So every row keeps its field count and every cell its full text. C
 neutralised against formula injection as in the results CSV (processing/core/formulas.py),
 unless the pipeline says `neutralise_formulas = false`, and written with the job's delimiter and
 the pipeline's encoding (UTF-8 if it names none), so the file reads the same way when uploaded
-to the same pipeline.
+to the same pipeline. An input that began with a byte-order mark gets its failed rows in the
+encoding the mark named, behind the same mark (Excel opens it as it opened the input).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ async def write_failed_rows(blobs: BlobServiceClient, manifest: Manifest, failed
     )
     try:
         async with stream:
-            with dest.open("w", newline="", encoding=pipeline.encoding or "utf-8") as out:
+            encoding = stream.encoding if stream.bom else pipeline.encoding or "utf-8"
+            with dest.open("w", newline="", encoding=encoding) as out:
+                if stream.bom:
+                    out.write("\ufeff")  # the mark, in the encoding it names
                 writer = csv.writer(out, delimiter=stream.delimiter, lineterminator="\r\n")
                 writer.writerow(safe_row(stream.header, manifest.pipeline))
                 async for batch in stream.batches():

@@ -17,8 +17,18 @@ from azure.core.exceptions import AzureError
 from processing.core.errors import RowsmithError
 from processing.core.settings import app_values
 from rowsmith_cli import commands, estimate, local, progress
-from rowsmith_cli.settings import CliSettings
+from rowsmith_cli.settings import CliSettings, model_environment
 from rowsmith_cli.target import TargetError, dead_part, local_stack, resolve
+
+
+def _non_negative(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_submit.add_argument("--wait", action="store_true", help="show progress and wait until the job ends")
     p_submit.add_argument("--timeout", type=float, default=3600, help="seconds --wait waits (default 3600)")
     p_submit.add_argument(
+        "--budget-usd",
+        type=float,
+        metavar="DOLLARS",
+        help="the most this job may spend at the price table's prices; rows it cannot pay for end as `budget` "
+        "(lower than the pipeline's budget_usd, if that is set)",
+    )
+    p_submit.add_argument(
         "--no-check",
         action="store_true",
         help="upload without reading the file here first (when the deployed app's pipelines differ from this folder's)",
@@ -67,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_estimate.add_argument("file", type=Path)
     p_estimate.add_argument("--pipeline", help="pipeline name (default: default)")
+    p_estimate.add_argument(
+        "--sample",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="send the first N rows to the model as the app would (billed) and extrapolate answer and reasoning "
+        "tokens from their usage; without it they are counted at their budget (an upper bound)",
+    )
 
     p_watch = sub.add_parser("watch", parents=[common], help="show a running job's progress until it ends")
     p_watch.add_argument("job")
@@ -134,7 +159,10 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     if args.command == "demo":
         return await local.demo(args, cli)
     if args.command == "estimate":
-        return commands.EXIT_OK, await estimate.estimate(args.file, args.pipeline, app_values())
+        stack = local_stack(cli.state_dir) if args.sample else None
+        env = model_environment(stack.app_settings() if stack else None) if args.sample else None
+        info = await estimate.estimate(args.file, args.pipeline, app_values(), sample=args.sample, model_env=env)
+        return commands.EXIT_OK, info
     target = resolve(getattr(args, "account", None), local=getattr(args, "local", False), cli=cli)
     try:
         if args.command == "submit":
@@ -146,6 +174,7 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 timeout=args.timeout,
                 quiet=args.json,
                 check=None if args.no_check else app_values(),
+                budget_usd=args.budget_usd,
             )
         if args.command == "watch":
             return await commands.watch(target, args.job, timeout=args.timeout, quiet=args.json)

@@ -47,6 +47,8 @@ class Checked:
     prompt_tokens: int = 0  # of the rows sent, by the counter given
     admission_tokens: int = 0  # what the app's pacer counts per request: its estimate plus max_tokens
     prompts: list[dict[str, Any]] = field(default_factory=list)  # the first rows' messages
+    # The first rows sent, for `estimate --sample`: (user message, its prompt tokens by the counter).
+    sampled: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -73,10 +75,11 @@ async def check_file(
     *,
     count: PromptCounter | None = None,
     show: int = 0,
+    sample: int = 0,
 ) -> Checked:
     """Parse the whole file as ingest does; raises the JobInputError its job would have failed
     with. `count` renders and counts each row's prompt; `show` keeps the messages of that many
-    first rows."""
+    first rows, `sample` the user messages of that many first rows sent."""
     check_path(path)
     blob = input_blob_name(path, pipeline.name)
     where = f"{INPUT_CONTAINER}/{blob}"  # the name the job's messages use
@@ -101,8 +104,12 @@ async def check_file(
                     continue
                 if count is None:
                     continue
-                messages = build_messages(pipeline, bound.render(row.cells))
-                checked.prompt_tokens += count(messages)
+                user = bound.render(row.cells)
+                messages = build_messages(pipeline, user)
+                tokens = count(messages)
+                checked.prompt_tokens += tokens
+                if len(checked.sampled) < sample:
+                    checked.sampled.append((user, tokens))
                 checked.admission_tokens += estimate_tokens(messages, pipeline.max_tokens)
                 if len(checked.prompts) < show:
                     checked.prompts.append(

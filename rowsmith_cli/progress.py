@@ -46,7 +46,7 @@ class Snapshot:
     retries: int | None = None
     cost_usd: float | None = None
     budget_usd: float | None = None
-    budget_rows: int | None = None
+    budget_rows: int | None = None  # rows ended as `budget` errors
     seconds: float | None = None
 
     @property
@@ -155,8 +155,9 @@ def _parts(history: Sequence[Snapshot]) -> list[str]:
         parts.append(cost)
     elif now.budget_usd is not None:
         parts.append(f"budget {_money(now.budget_usd)}")
-    if now.budget_rows is not None:
-        parts.append(f"budget {now.budget_rows:,} rows")
+    if now.budget_rows:
+        # Rows the budget stopped before they were sent (code `budget`, also among the errors).
+        parts.append(f"budget reached: {now.budget_rows:,} rows not sent")
     if now.errors_by_code:
         codes = ", ".join(f"{code} {n:,}" for code, n in sorted(now.errors_by_code.items(), key=lambda kv: -kv[1]))
         parts.append(f"errors: {codes}")

@@ -6,8 +6,9 @@ The CLI's own settings, kept out of the deployed package; the table follows the 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,32 @@ class CliSettings:
             state_dir=state_dir.resolve(),
             project=project_root(APP_ROOT, cwd),
         )
+
+
+# What the SDK's ManagedIdentityCredential reads from the process environment when it is made.
+IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")
+
+
+def model_environment(local_app_settings: Mapping[str, str] | None) -> dict[str, str]:
+    """The settings `rowsmith estimate --sample` calls the model with, as the app reads them:
+    this shell's when it names AZURE_OPENAI_ENDPOINT (as `azd env get-values` provides; the
+    developer's login), else the running local stack's app settings (its emulator, its identity)."""
+    if os.environ.get("AZURE_OPENAI_ENDPOINT", "").strip() or local_app_settings is None:
+        return dict(os.environ)
+    return dict(local_app_settings)
+
+
+@contextlib.contextmanager
+def identity_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """`env`'s managed-identity variables in this process while a credential is made (it reads them then)."""
+    wanted = {key: env[key] for key in IDENTITY_VARIABLES if env.get(key)}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

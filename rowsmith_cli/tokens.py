@@ -3,7 +3,8 @@ offline, else with the app's documented estimate (processing/core/rate_limiter.e
 
 bpe-openai ships OpenAI's BPE encodings inside the package (tiktoken downloads them at first
 use, which fails without network access), so counts are exact for the text sent. Chat framing
-follows OpenAI's published rule: 3 tokens per message and 3 that prime the answer. A JSON-schema
+follows OpenAI's published rule: per message 3 tokens plus its role's and content's, and 3 that
+prime the answer (the local emulator counts the same way: localdev/openai_emulator/tokens.py). A JSON-schema
 pipeline's response_format also counts as prompt on the service; that part is not included.
 """
 
@@ -57,7 +58,11 @@ def counter_for(model: str) -> Counter:
 
             def exact(messages: list[dict[str, str]]) -> int:
                 # A cell's own "<|endoftext|>" is text to the service, never a special token.
-                body = sum(len(enc.encode(m.get("content", ""), disallowed_special=())) for m in messages)
+                body = sum(
+                    len(enc.encode(m.get("role", ""), disallowed_special=()))
+                    + len(enc.encode(m.get("content", ""), disallowed_special=()))
+                    for m in messages
+                )
                 return body + PER_MESSAGE * len(messages) + PRIMING
 
             return Counter(f"tokenizer {encoding}", True, exact)

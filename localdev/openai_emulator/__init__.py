@@ -19,7 +19,8 @@ Modules
 -------
 - `server`: the aiohttp application, its routes and the order of the checks on a request.
 - `auth`: bearer-token verification (`disableLocalAuth: true`: no api-key).
-- `chat`: the request body's validation and its prompt-token estimate.
+- `chat`: the request body's validation and its prompt tokens.
+- `tokens`: OpenAI's tokenizer (bpe-openai): prompt and answer tokens as the service counts them.
 - `answers`: the deterministic answer rule and the completion body with its usage.
 - `models`: model profiles: what a reasoning or retired model answers that a standard one does not.
 - `quota`: RPM/TPM over a sliding 60-second window per deployment.

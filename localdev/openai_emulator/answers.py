@@ -25,14 +25,15 @@ content given as parts is the concatenation of its text parts) and
   order.
 - `n` > 1 gives n identical choices.
 
-Usage, in every answer: `prompt_tokens` is the request's estimate (localdev.openai_emulator.chat),
-`completion_tokens = reasoning + len(answer) // 4 + 1`, where `reasoning` is what the
-deployment's model profile spends thinking (0 for a standard model;
+Usage, in every answer: `prompt_tokens` is the request's prompt counted with its model's
+tokenizer (localdev.openai_emulator.chat, localdev.openai_emulator.tokens), `completion_tokens =
+reasoning + tokens(answer)`, the answer counted with the same tokenizer, where `reasoning` is
+what the deployment's model profile spends thinking (0 for a standard model;
 localdev.openai_emulator.models) and is reported as
 `completion_tokens_details.reasoning_tokens`. The budget is the request's
 `max_completion_tokens` (or `max_tokens`); reasoning is spent first, out of it (a budget no
-larger than the reasoning gives an empty answer). If the answer exceeds what is left, the
-content is cut to `4 * left` characters, `completion_tokens` is the budget and
+larger than the reasoning gives an empty answer). If the answer has more tokens than are left,
+the content is cut after that many tokens, `completion_tokens` is the budget and
 `finish_reason` is "length" (so a cut JSON answer does not parse, as with a real model);
 else "stop".
 """
@@ -45,6 +46,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from localdev.openai_emulator import tokens as tokenizer
 from localdev.openai_emulator.chat import ChatRequest
 
 _SAFE = {k: {"filtered": False, "severity": "safe"} for k in ("hate", "self_harm", "sexual", "violence")}
@@ -132,9 +134,10 @@ def render_answer(request: ChatRequest) -> str:
 
 
 # The malformed answers' sizes: deeper than Python's recursion limit (1,000) and longer than its
-# integer-conversion limit (4,300 digits), yet short enough (about 10,000 characters, 2,500
-# tokens) for a request's max_tokens to let through.
-DEEP_NESTING = 5_000
+# integer-conversion limit (4,300 digits), yet short enough for a request's max_tokens (the test
+# pipeline's 4,000) to let through: o200k counts "[[" or "]]" as one token (1,500 tokens here) and
+# 5,000 nines as 1,667.
+DEEP_NESTING = 1_500
 HUGE_INT_DIGITS = 5_000
 _SLOT = "\x00malformed\x00"
 
@@ -173,13 +176,14 @@ def completion(
 
     `reasoning`: the tokens the model thinks before answering, spent first out of the budget."""
     content = render_answer(chat) if content is None else content
-    tokens = len(content) // 4 + 1
+    counted = model or chat.model or chat.deployment  # whose tokenizer counts the answer
+    tokens = tokenizer.completion_tokens(content, counted)
     finish = "stop"
     if chat.max_tokens is not None and reasoning >= chat.max_tokens:
         content, tokens, reasoning, finish = "", 0, chat.max_tokens, "length"
     elif chat.max_tokens is not None and reasoning + tokens > chat.max_tokens:
         left = chat.max_tokens - reasoning
-        content, tokens, finish = content[: 4 * left], left, "length"
+        content, tokens, finish = tokenizer.cut(content, left, counted), left, "length"
     tokens += reasoning
     n = int(chat.body.get("n") or 1)
     message = {"role": "assistant", "content": content, "refusal": None}

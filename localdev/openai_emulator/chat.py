@@ -1,4 +1,4 @@
-"""A chat-completions request: the body's validation, its last user text and its prompt-token estimate.
+"""A chat-completions request: the body's validation, its last user text and its prompt tokens.
 
 A body must be a JSON object with a non-empty `messages` list of objects with a `role`;
 `stream` is refused (the emulator does not stream); `max_tokens`, `max_completion_tokens`
@@ -6,8 +6,8 @@ and `n` are whole numbers of at least 1; `response_format` is text, json_object 
 json_schema (with a `name` and a `schema` object). Anything else is a `BadRequestError`
 (a 400 naming the parameter).
 
-The prompt estimate: `max(1, sum(len(content) for every message) // 4 + 4 * len(messages))`,
-a content given as parts counting its text parts.
+The prompt tokens: counted with the tokenizer of the model the deployment serves, as OpenAI
+counts a chat prompt (localdev.openai_emulator.tokens).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from localdev.openai_emulator import tokens
 
 
 @dataclass
@@ -26,6 +28,7 @@ class ChatRequest:
     user_text: str
     prompt_tokens: int
     max_tokens: int | None  # max_completion_tokens, else max_tokens: the whole completion budget
+    model: str = ""  # the model the deployment serves: its tokenizer counts the tokens
 
 
 class BadRequestError(Exception):
@@ -49,13 +52,9 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    chars = sum(len(content_text(m.get("content"))) for m in messages)
-    return max(1, chars // 4 + 4 * len(messages))
-
-
-def chat_request(deployment: str, api_version: str, body: dict[str, Any]) -> ChatRequest:
-    """The request behind a body that `parse_body` accepted."""
+def chat_request(deployment: str, api_version: str, body: dict[str, Any], model: str = "") -> ChatRequest:
+    """The request behind a body that `parse_body` accepted, to a deployment of `model` (default: its name)."""
+    model = model or deployment
     messages = body["messages"]
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     return ChatRequest(
@@ -64,8 +63,9 @@ def chat_request(deployment: str, api_version: str, body: dict[str, Any]) -> Cha
         body=body,
         messages=messages,
         user_text=last_user_text(messages),
-        prompt_tokens=estimate_prompt_tokens(messages),
+        prompt_tokens=tokens.prompt_tokens(messages, model),
         max_tokens=max_tokens,
+        model=model,
     )
 
 

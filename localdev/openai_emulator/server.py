@@ -4,10 +4,9 @@ A chat request is checked in this order: authentication (localdev.openai_emulato
 the api-version (missing: 404, as in Azure), the body (localdev.openai_emulator.chat: a
 400), the deployment (404 `DeploymentNotFound`), its model profile (a retired model: 404 "Resource
 not found"; parameters the model does not take: Azure's 400; localdev.openai_emulator.models),
-the context window (a prompt estimate
-above `context_window`, default 128,000, is a 400 `context_length_exceeded`), an injected
-429 (no quota used), the quota (localdev.openai_emulator.quota), latency, then an injected
-fault or the answer (localdev.openai_emulator.answers).
+the context window (a prompt of more tokens than `context_window`, default 128,000, is a 400
+`context_length_exceeded`), an injected 429 (no quota used), the quota
+(localdev.openai_emulator.quota), latency, then an injected fault or the answer (localdev.openai_emulator.answers).
 
 Latency: `latency_ms` (mean) plus or minus up to `jitter_ms` (uniform), before answering.
 
@@ -127,7 +126,7 @@ class OpenAIEmulator:
         if refused is not None:
             self.stats.deployments[deployment]["rejected_parameters"] += 1
             return self._json(400, refused, deployment)
-        chat = chat_request(deployment, api_version, body)
+        chat = chat_request(deployment, api_version, body, profile.model)
         if chat.prompt_tokens > self.config.context_window:
             return self._json(400, context_length_body(self.config.context_window, chat.prompt_tokens), deployment)
         fault = self._faults.pick(chat.user_text, self.config.fault_rates)

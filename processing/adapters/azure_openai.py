@@ -23,12 +23,14 @@ import openai
 from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
+from processing.adapters import telemetry
 from processing.core import model_family
 from processing.core.answers import parse_answer
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
 from processing.core.model_family import Family
 from processing.core.pipelines import Pipeline, PipelineError
 from processing.core.rate_limiter import RateLimiter, estimate_tokens
+from processing.core.records import Spend
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ async def complete(
     retries: int = 0,
     limiter: RateLimiter | None = None,
     family: str = "auto",
+    spend: Spend | None = None,
 ) -> Answer:
     """One answer; 5xx, timeouts and dropped connections are retried `retries` times in-call.
 
@@ -127,7 +130,11 @@ async def complete(
     waiting long); a 429 slows the limiter down and is raised as Throttled, never slept on.
     `family` is the configured model family (auto, reasoning, standard); a 400 that says it is
     wrong is answered by one more attempt as the family it names.
+
+    `spend`, if given, counts every request sent and the tokens of every answer Azure billed,
+    as they happen: a row that ends in an exception still tells what it spent.
     """
+    spend = Spend() if spend is None else spend
     messages = build_messages(pipeline, user)
     failures = 0
     bad_json = 0
@@ -139,9 +146,11 @@ async def complete(
         if limiter:
             await limiter.acquire(cost)
         try:
-            answer, headers = await _complete_once(
-                client, pipeline, deployment, messages, using_key=using_key, family=current
-            )
+            spend.requests += 1
+            with telemetry.model_call(deployment):  # a span, its duration and its 429 per attempt
+                answer, headers = await _complete_once(
+                    client, pipeline, deployment, messages, using_key=using_key, family=current, spend=spend
+                )
         except WrongFamily as exc:
             if switched:
                 raise RowError(str(exc), code="bad_request") from None
@@ -192,6 +201,7 @@ async def _complete_once(
     *,
     using_key: bool,
     family: Family = Family.STANDARD,
+    spend: Spend | None = None,
 ) -> tuple[Answer, Any]:
     kwargs: dict[str, Any] = model_family.request_params(pipeline, family)
     if pipeline.output.kind == "json":
@@ -277,6 +287,11 @@ async def _complete_once(
     completion_tokens = usage.completion_tokens if usage else 0
     details = usage.completion_tokens_details if usage else None
     reasoning_tokens = (details.reasoning_tokens or 0) if details else 0
+    prompt_details = usage.prompt_tokens_details if usage else None
+    cached_tokens = (prompt_details.cached_tokens or 0) if prompt_details else 0
+    if spend is not None:
+        # Billed from here on, whatever becomes of the answer (filtered, cut off, not the schema).
+        spend.bill(prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens)
     content = choice.message.content or ""
     if choice.finish_reason == "content_filter":
         raise RowError("content_filter: the answer was withheld by the content filter", code="content_filter")

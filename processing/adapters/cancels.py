@@ -3,6 +3,12 @@
 Storage alone carries the request (no endpoint): the CLI writes the blob only if it is missing,
 so cancelling twice changes nothing and the first request's time stands. Ingest reads it at each
 checkpoint, process once per job spec refresh (job_specs.py), finalize once per check.
+
+Finalize checks a job every ROWSMITH_FINALIZE_INTERVAL_SECONDS, but the host's queue polling
+(up to host.json's maxPollingInterval) and the check itself add to that, so a request could wait
+longer than one interval for the next check. `check_now` adds one finalize message, visible at
+once: the job ends at that check, and the chain it starts stops there with the others (a
+duplicate chain of a running job loses the progress race; of an ended one, sees it ended).
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
+from azure.storage.queue.aio import QueueClient
 
 from processing.core.layout import cancel_blob
+from processing.core.messages import FinalizeMessage
 
 
 async def request(jobs: ContainerClient, job: str) -> bool:
@@ -40,3 +48,8 @@ async def requested(jobs: ContainerClient, job: str) -> bool:
     except ResourceNotFoundError:
         return False
     return True
+
+
+async def check_now(finalize_queue: QueueClient, job: str) -> None:
+    """Ask finalize to check `job` at once rather than at its next scheduled check."""
+    await finalize_queue.send_message(FinalizeMessage(job).to_json())

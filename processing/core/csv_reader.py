@@ -160,6 +160,7 @@ class _Lines:
         self._max_row_bytes = max_row_bytes
         self._max_row = hard_limit(max_row_bytes)
         self.encoding = ""
+        self.bom = False  # the file starts with a byte-order mark (which chose `encoding`)
         self.offset = 0  # bytes consumed so far, to name the first bad byte
         self.line = 0  # lines yielded so far
         # The parser resets these after each row: a row (or a line) over `_max_row` characters stops the file.
@@ -202,6 +203,7 @@ class _Lines:
             if head.startswith(bom):
                 encoding, head = codec, head[len(bom) :]
                 self.offset = len(bom)
+                self.bom = True
                 break
         self.encoding = encoding
         self._wide = _is_wide(encoding)
@@ -328,6 +330,7 @@ class CsvStream:
         self.header: list[str] = []
         self.delimiter = delimiter
         self.encoding = ""  # the codec used, once the header is read
+        self.bom = False  # whether the file started with a byte-order mark, once the header is read
 
     async def __aenter__(self) -> CsvStream:
         loop = asyncio.get_running_loop()
@@ -340,7 +343,7 @@ class CsvStream:
             await self.__aexit__()  # stop the feeder and the parser; the download is abandoned
             raise
         if kind == "header":
-            self.header, self.delimiter, self.encoding = value
+            self.header, self.delimiter, self.encoding, self.bom = value
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -426,7 +429,7 @@ class CsvStream:
             header = next(reader)
             last_line = reader.line_num
             lines.row_start, lines.row_chars = last_line + 1, 0
-            self._put(loop, ("header", (header, delimiter, lines.encoding)))
+            self._put(loop, ("header", (header, delimiter, lines.encoding, lines.bom)))
             batch: list[ParsedRow] = []
             batch_chars = 0
             index = 0

@@ -221,6 +221,11 @@ def progress_blob(job: str) -> str:
     return f"{job}/progress.json"
 
 
+def budget_blob(job: str) -> str:
+    """The budget ledger of a job with a budget (processing/core/budget.py)."""
+    return f"{job}/budget.json"
+
+
 def fatal_blob(job: str) -> str:
     return f"{job}/fatal.json"
 

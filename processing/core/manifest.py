@@ -40,14 +40,29 @@ class Manifest:
     header: list[str] = field(default_factory=list)
     output_columns: list[str] = field(default_factory=list)  # answer columns after clash renaming
     delimiter: str = ","
+    # How the input was encoded: its codec and whether it began with a byte-order mark; the
+    # results CSV follows them (processing/core/results_format.py). Old manifests: UTF-8, no mark.
+    encoding: str = "utf-8"
+    bom: bool = False
     # Fixed when the job is created, so a settings change never re-shards a running job.
     shard_rows: int = DEFAULTS["shard_rows"]
     shard_max_blocks: int = DEFAULTS["shard_max_blocks"]  # a segment this full continues in the next one
     total_rows: int | None = None
     ingested_rows: int = 0  # resume point: rows before it are enqueued (or recorded)
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
-    # completion includes reasoning (as Azure counts and bills them); reasoning is its share.
-    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0, "reasoning": 0})
+    # Every billed answer's tokens, retries and duplicate deliveries included (what the bill counts):
+    # completion includes reasoning (as Azure counts and bills them); reasoning is its share, and
+    # cached the share of prompt tokens served from the prompt cache.
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt": 0, "completion": 0, "reasoning": 0, "cached": 0})
+    requests: int = 0  # model requests sent (429s and failures included)
+    retries: int = 0  # of those, the ones that asked again for a row already asked
+    # The job's price (prices.Price.to_dict), fixed when the job starts; None: the table has no
+    # price for its deployment, and the job reports tokens without a cost.
+    price: dict[str, Any] | None = None
+    cost_usd: float | None = None  # the tokens above at that price
+    budget_usd: float | None = None  # the cap (pipeline budget_usd, or submit --budget-usd if lower)
+    # Once the job ends with a budget: {"usd": cap, "reached": bool, "rows": rows ended `budget`}.
+    budget: dict[str, Any] | None = None
     # Error rows by code, most rows first: {"length": {"rows": 240, "example": "<first message>"}}.
     row_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)

@@ -8,6 +8,7 @@ the job's manifest, so editing a pipeline never changes a job that is already ru
 from __future__ import annotations
 
 import codecs
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,9 @@ class Pipeline:
     # This instance's share of the deployment's quota (0: not paced, only 429s slow it down).
     rpm: int = 0
     tpm: int = 0
+    # The most a job of this pipeline may spend, in USD at the price table's prices (0: no cap);
+    # `rowsmith submit --budget-usd` may set a lower one for one upload.
+    budget_usd: float = 0.0
     delimiter: str = ""  # empty: sniffed from the file
     encoding: str = ""  # empty: UTF-8, or UTF-16/32 when the file starts with that byte-order mark
     neutralise_formulas: bool = True  # results CSV: prefix cells a spreadsheet would run with '
@@ -206,6 +210,7 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
             rows_per_message=int(data.get("rows_per_message", 1)),
             rpm=int(data.get("rpm", 0)),
             tpm=int(data.get("tpm", 0)),
+            budget_usd=float(data.get("budget_usd", 0.0)),
             delimiter=str(data.get("delimiter", "")),
             encoding=check_encoding(str(data["encoding"])) if data.get("encoding") else "",
             neutralise_formulas=data.get("neutralise_formulas", True),
@@ -233,6 +238,11 @@ def _build(name: str, data: dict[str, Any], *, source: str) -> Pipeline:
     )
     _expect(1 <= pipeline.rows_per_message <= 100, source, "rows_per_message must be between 1 and 100")
     _expect(pipeline.rpm >= 0 and pipeline.tpm >= 0, source, "rpm and tpm must not be negative (0: not paced)")
+    _expect(
+        math.isfinite(pipeline.budget_usd) and pipeline.budget_usd >= 0,
+        source,
+        "budget_usd must be a number of dollars, 0 or more (0: no cap)",
+    )
     _expect(
         pipeline.delimiter in DELIMITERS | {""},
         source,

@@ -8,8 +8,9 @@ whose models replace or add to the shipped ones (an enterprise agreement's rates
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ class Price:
         """USD for these tokens at the pay-as-you-go price."""
         fresh = prompt_tokens - cached_tokens
         return (fresh * self.input + cached_tokens * self.cached_input + output_tokens * self.output) / PER
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Price:
+        """The snapshot a job's manifest keeps (so a price change never reprices a running job)."""
+        return _entry(str(data.get("model", "")), data, "manifest")
 
 
 def _entry(model: str, data: Any, source: str) -> Price:
@@ -87,3 +96,13 @@ def price_for(model: str, prices: dict[str, Price]) -> Price | None:
         return prices[model]
     matches = [name for name in prices if model.startswith(name)]
     return prices[max(matches, key=len)] if matches else None
+
+
+@functools.cache
+def _table(override: Path | None) -> dict[str, Price]:
+    return load_prices(override)
+
+
+def job_price(deployment: str, override: Path | None) -> Price | None:
+    """The price a new job of `deployment` is billed at (the table is read once per process)."""
+    return price_for(deployment, _table(override))

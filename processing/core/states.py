@@ -29,6 +29,8 @@ CANCELLED_REASON = "the job was cancelled (rowsmith cancel) before this row was 
 class RowStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
+    # Not a result: the billed requests of a row that was re-enqueued (processing/core/records.py).
+    SPEND = "spend"
 
 
 class RowCode(StrEnum):
@@ -46,4 +48,5 @@ class RowCode(StrEnum):
     POISON = "poison"  # the worker crashed or timed out on every attempt
     MISSING = "missing"  # no record by the stall deadline
     CANCELLED = "cancelled"  # the job was cancelled (`rowsmith cancel`) before the row was answered
+    BUDGET = "budget"  # the job's budget (budget_usd, submit --budget-usd) was spent before this row was sent
     ROW_ERROR = "row_error"  # a permanent row error without a more specific code

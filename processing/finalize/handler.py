@@ -22,15 +22,17 @@ import logging
 import time
 from collections import Counter
 
-from processing.adapters import cancels, job_store
+from processing.adapters import cancels, job_store, telemetry
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job, read_fatal
 from processing.core.errors import JobInputError
 from processing.core.host_config import max_dequeue_count
+from processing.core.manifest import Manifest
 from processing.core.messages import FinalizeMessage
+from processing.core.prices import Price
 from processing.core.states import FINAL_STATES, JobState, RowCode, RowStatus
 from processing.finalize.completion import Completion, Step, completion, first_step, stall_reason
-from processing.finalize.progress import load_progress, save_progress, scan
+from processing.finalize.progress import Progress, load_progress, save_progress, scan
 from processing.finalize.results_files import write_outputs
 
 log = logging.getLogger(__name__)
@@ -62,11 +64,7 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         log.info("job %s: another finalize holds the progress; this chain stops", manifest.job)
         return
     manifest.counts = {"ok": progress.ok, "error": progress.error}
-    manifest.tokens = {
-        "prompt": progress.prompt_tokens,
-        "completion": progress.completion_tokens,
-        "reasoning": progress.reasoning_tokens,
-    }
+    spend(manifest, progress)
     manifest.row_errors = {
         code: {"rows": rows, "example": progress.error_examples.get(code, "")}
         for code, rows in sorted(progress.error_codes.items(), key=lambda item: -item[1])
@@ -94,6 +92,9 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         if verdict == Completion.CANCELLED:
             # What the results hold: rows whose call was under way may have landed since the scan.
             manifest.counts = {str(k): written[k] for k in (RowStatus.OK, RowStatus.ERROR, RowCode.CANCELLED)}
+        if manifest.budget_usd:
+            rows = manifest.row_errors.get(RowCode.BUDGET, {}).get("rows", 0)
+            manifest.budget = {"usd": manifest.budget_usd, "reached": bool(rows), "rows": rows}
         manifest.stamp("finished")
     elif progress.seen > before:
         manifest.stamp("first_result")
@@ -103,9 +104,27 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
         return
     if manifest.state in FINAL_STATES:
+        telemetry.job_state(manifest)
         log.info("job %s %s: %s", manifest.job, manifest.state, manifest.counts)
         return
     await _reschedule(clients, message, interval)
+
+
+def spend(manifest: Manifest, progress: Progress) -> None:
+    """The job's tokens, requests and cost so far: every billed attempt, at the job's own price."""
+    manifest.tokens = {
+        "prompt": progress.prompt_tokens,
+        "completion": progress.completion_tokens,
+        "reasoning": progress.reasoning_tokens,
+        "cached": progress.cached_tokens,
+    }
+    manifest.requests = progress.requests
+    manifest.retries = progress.retries
+    if manifest.price:
+        cost = Price.from_dict(manifest.price).cost(
+            progress.prompt_tokens, progress.completion_tokens, progress.cached_tokens
+        )
+        manifest.cost_usd = round(cost, 6)
 
 
 # After a finalize check failed every attempt (a storage outage, say), look again later

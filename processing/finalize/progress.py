@@ -28,9 +28,13 @@ class Progress:
     seen: int = 0
     ok: int = 0
     error: int = 0
+    # Spend: summed over every line, duplicates and `spend` lines included, as each was billed.
     prompt_tokens: int = 0
     completion_tokens: int = 0  # reasoning tokens included
     reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
     # Error rows by code, and the first message seen of each: what `submit --wait` says a failure was.
     error_codes: dict[str, int] = field(default_factory=dict)
     error_examples: dict[str, str] = field(default_factory=dict)
@@ -123,13 +127,18 @@ async def scan(clients: Clients, manifest: Manifest, progress: Progress) -> None
 
 def _count(progress: Progress, records: Iterable[Record], total: int) -> None:
     for record in records:
-        if 0 <= record.index < total and progress.mark(record.index):
+        if not 0 <= record.index < total:
+            continue
+        progress.prompt_tokens += record.usage[0]
+        progress.completion_tokens += record.usage[1]
+        progress.reasoning_tokens += record.usage[2]
+        progress.cached_tokens += record.usage[3]
+        progress.requests += record.calls[0]
+        progress.retries += record.calls[1]
+        if record.is_result and progress.mark(record.index):
             progress.seen += 1
             if record.ok:
                 progress.ok += 1
-                progress.prompt_tokens += record.usage[0]
-                progress.completion_tokens += record.usage[1]
-                progress.reasoning_tokens += record.usage[2]
             else:
                 progress.error += 1
                 code = record.code or "error"

@@ -29,6 +29,7 @@ from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
 from processing.core.records import Record, parse_lines
 from processing.core.result_columns import unique_header
+from processing.core.results_format import results_format
 from processing.core.states import CANCELLED_REASON, JobState, RowCode
 from processing.core.text import clean_text
 
@@ -259,7 +260,8 @@ async def _shard_records(clients: Clients, manifest: Manifest, shard: int) -> di
     async for segment in shards.segments(clients.jobs, manifest.job, shard, max_blocks=manifest.shard_max_blocks):
         data = await (await segment.blob.download_blob()).readall()
         for record in parse_lines(data):
-            first.setdefault(record.index, record)
+            if record.is_result:
+                first.setdefault(record.index, record)
     return first
 
 
@@ -283,8 +285,18 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
     fields = Pipeline.from_dict(manifest.pipeline).output.fields
     width = len(manifest.header)
     keys = unique_header(manifest.header)
+    settings = clients.settings
+    form = results_format(
+        input_delimiter=manifest.delimiter,
+        input_bom=manifest.bom,
+        input_encoding=manifest.encoding,
+        delimiter=settings.results_delimiter,
+        bom=settings.results_bom,
+    )
+    if form.prefix:
+        await csv_out.write(form.prefix)
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
+    writer = csv.writer(text, delimiter=form.delimiter, lineterminator="\r\n")
     writer.writerow(safe_row([*manifest.header, *manifest.output_columns], manifest.pipeline))
     total = manifest.total_rows or 0
     # Rows that never got a record (a stalled or cancelled job) take their cells from the input file.
@@ -315,6 +327,7 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
                         "prompt_tokens": record.usage[0],
                         "completion_tokens": record.usage[1],
                         "reasoning_tokens": record.usage[2],
+                        "cached_tokens": record.usage[3],
                     }
                 else:
                     line["error"] = record.error

@@ -30,6 +30,7 @@ from processing.adapters.blob_lock import LEASE_SECONDS, BlobLock
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job
 from processing.adapters.queue_sender import Enqueuer
+from processing.core.budget import check_priced, job_budget
 from processing.core.csv_reader import CsvStream
 from processing.core.errors import BadName, ConfigurationError, JobInputError
 from processing.core.host_config import max_dequeue_count
@@ -46,7 +47,9 @@ from processing.core.layout import (
 from processing.core.manifest import BadManifest, Manifest
 from processing.core.messages import BlobCreated, FinalizeMessage
 from processing.core.pipelines import Pipeline, load_pipeline
+from processing.core.prices import job_price
 from processing.core.result_columns import added_columns
+from processing.core.settings import Settings
 from processing.core.states import FINAL_STATES, JobState
 from processing.ingest.batcher import Batcher
 
@@ -192,7 +195,14 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
     )
     try:
         total = await _stream_rows(
-            clients, manifest, pipeline, stream, name=name, resume_from=resume_from, deadline=deadline
+            clients,
+            manifest,
+            pipeline,
+            stream,
+            name=name,
+            resume_from=resume_from,
+            deadline=deadline,
+            metadata=download.properties.metadata,
         )
     except ResourceModifiedError:
         await fail_job(clients, manifest, replaced, report=False)
@@ -213,6 +223,17 @@ async def _ingest(clients: Clients, manifest: Manifest, pipeline: Pipeline, even
     return True
 
 
+def _price_and_budget(
+    manifest: Manifest, pipeline: Pipeline, settings: Settings, metadata: dict[str, str] | None, name: str
+) -> None:
+    """Fix the job's price and cap when it starts: a price or pipeline change never reprices it."""
+    deployment = pipeline.deployment or settings.openai_deployment
+    price = job_price(deployment, settings.prices_file)
+    manifest.price = price.to_dict() if price else None
+    manifest.budget_usd = job_budget(pipeline.budget_usd, metadata, name)
+    check_priced(manifest.budget_usd, price is not None, deployment, pipeline.name, name)
+
+
 async def _stream_rows(
     clients: Clients,
     manifest: Manifest,
@@ -222,6 +243,7 @@ async def _stream_rows(
     name: str,
     resume_from: int,
     deadline: float,
+    metadata: dict[str, str] | None = None,
 ) -> int | None:
     """Parse the file and enqueue its rows, checkpointing; the number of data rows, or None
     if the deadline passed first (everything up to `manifest.ingested_rows` is enqueued)."""
@@ -232,8 +254,10 @@ async def _stream_rows(
         if not manifest.header:
             manifest.header = header
             manifest.delimiter = stream.delimiter
+            manifest.encoding, manifest.bom = stream.encoding, stream.bom
             manifest.pipeline = pipeline.to_dict()
             manifest.output_columns = added_columns(header, pipeline.output.fields)
+            _price_and_budget(manifest, pipeline, settings, metadata, name)
         manifest.ingest_passes += 1
         await job_store.save(clients.jobs, manifest)
         batcher = Batcher(manifest, pipeline, clients, enqueuer)

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
+from dataclasses import replace
 
-from processing.adapters import azure_openai, claims, job_store, shards
+from processing.adapters import azure_openai, budget_ledger, claims, job_store, shards, telemetry
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import mark_fatal
+from processing.core import model_family
+from processing.core.budget import WAIT_SECONDS, Admit, refused_text, worst_case_usd
 from processing.core.errors import BadMessage, ConfigurationError, RowError, Throttled, TransientError
 from processing.core.host_config import max_dequeue_count
 from processing.core.messages import Row, RowsMessage, signature_matches
-from processing.core.rate_limiter import limiter_for
-from processing.core.records import Record
+from processing.core.rate_limiter import estimate_tokens, limiter_for
+from processing.core.records import Record, Spend
 from processing.core.states import CANCELLED_REASON, RowCode
 from processing.process import row_outcomes
 from processing.process.job_specs import JobSpec, specs
@@ -31,7 +35,11 @@ log = logging.getLogger(__name__)
 MAX_VISIBILITY = 7 * 24 * 3600
 
 
-async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Exception:
+async def _answer(clients: Clients, spec: JobSpec, row: Row, spend: Spend, admit: Admit) -> Record | Exception:
+    if admit == Admit.REFUSE:
+        return Record.failed(row.index, row.cells, RowCode.BUDGET, refused_text(spec.budget_usd or 0.0))
+    if admit == Admit.WAIT:
+        return Throttled(WAIT_SECONDS, "the job's budget is held by its requests in flight")
     if spec.cancelled:
         return Record.failed(row.index, row.cells, RowCode.CANCELLED, CANCELLED_REASON)
     if spec.job in specs.fatal:
@@ -51,6 +59,7 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
             retries=settings.openai_max_retries,
             limiter=limiter,
             family=spec.pipeline.model_family or settings.openai_model_family,
+            spend=spend,
         )
     except RowError as exc:
         return Record.failed(row.index, row.cells, exc.code, str(exc))
@@ -60,9 +69,34 @@ async def _answer(clients: Clients, spec: JobSpec, row: Row) -> Record | Excepti
         return Record.failed(row.index, row.cells, RowCode.CONFIG, str(exc))
     except (Throttled, TransientError) as exc:
         return exc
-    return Record.answered(
-        row.index, row.cells, answer.value, (answer.prompt_tokens, answer.completion_tokens, answer.reasoning_tokens)
-    )
+    return Record.answered(row.index, row.cells, answer.value, spend.usage)
+
+
+def _worst_case(spec: JobSpec, row: Row, family: str) -> float:
+    assert spec.price is not None
+    try:
+        messages = azure_openai.build_messages(spec.pipeline, spec.template.render(row.cells))
+    except RowError:
+        return 0.0  # it fails before any request
+    current = azure_openai.family_for(spec.deployment, family)
+    budget = model_family.budget(spec.pipeline, current)
+    return worst_case_usd(spec.price, estimate_tokens(messages, 0), budget)
+
+
+async def _budget_gate(clients: Clients, spec: JobSpec, rows: Sequence[Row]) -> tuple[str, list[Admit]]:
+    """Each row's turn under the job's budget, and the reservation to settle ("" if none)."""
+    sendable = not (spec.cancelled or spec.job in specs.fatal)
+    if not (spec.budget_usd and spec.price and sendable):
+        return "", [Admit.SEND] * len(rows)
+    if spec.job in specs.budget_reached:
+        return "", [Admit.REFUSE] * len(rows)
+    family = spec.pipeline.model_family or clients.settings.openai_model_family
+    asks = [_worst_case(spec, row, family) for row in rows]
+    reservation, decisions = await budget_ledger.reserve(clients.jobs, spec.job, spec.budget_usd, asks)
+    if Admit.REFUSE in decisions:
+        specs.budget_reached.add(spec.job)
+        log.info("job %s: its budget of $%g is reached; its remaining rows end as `budget`", spec.job, spec.budget_usd)
+    return reservation, decisions
 
 
 async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -> None:
@@ -73,7 +107,22 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         return
     rows = await claims.rows_of(clients.jobs, message)
     check_rows(message, rows, spec.row_key, spec.total_rows)
-    outcomes = await asyncio.gather(*(_answer(clients, spec, row) for row in rows))
+    spends = [Spend() for _ in rows]
+    reservation, admits = await _budget_gate(clients, spec, rows)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                telemetry.row(_answer(clients, spec, row, spend, admit), spec, row.index)
+                for row, spend, admit in zip(rows, spends, admits, strict=True)
+            )
+        )
+    finally:
+        if reservation:
+            assert spec.price is not None and spec.budget_usd
+            cost = sum(spec.price.cost(s.prompt, s.completion, s.cached) for s in spends)
+            await budget_ledger.settle_spend(clients.jobs, spec.job, reservation, cost)
+    first_delivery = dequeue_count == 1 and not message.tries and not message.waits
+    spent = {row.index: spend for row, spend in zip(rows, spends, strict=True)}
     plan = row_outcomes.plan(
         rows,
         outcomes,
@@ -82,12 +131,20 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
         waits=message.waits,
         max_dequeue=max_dequeue_count(),
     )
+    # Every record carries its row's spend; rows asked again later leave their spend so far.
+    records = [replace(r, usage=spent[r.index].usage, calls=spent[r.index].calls(first_delivery)) for r in plan.record]
+    recorded = {r.index for r in records}
+    records += [
+        Record.spent(row.index, spend.usage, spend.calls(first_delivery))
+        for row, spend in zip(rows, spends, strict=True)
+        if spend.requests and row.index not in recorded
+    ]
+    if records:
+        shard = rows[0].index // spec.shard_rows
+        await shards.append(clients.jobs, spec.job, shard, records, max_blocks=spec.shard_max_blocks)
     if plan.retry:
         # Nothing succeeded: let the host retry the whole message (dequeue count, then poison).
         raise TransientError(plan.retry)
-    if plan.record:
-        shard = rows[0].index // spec.shard_rows
-        await shards.append(clients.jobs, spec.job, shard, plan.record, max_blocks=spec.shard_max_blocks)
     for requeue in plan.requeue:
         await _requeue(clients, spec, requeue)
 

@@ -12,6 +12,7 @@ from processing.adapters import cancels, job_store
 from processing.adapters.clients import Clients
 from processing.core.manifest import Manifest
 from processing.core.pipelines import Pipeline
+from processing.core.prices import Price
 from processing.core.prompts import BoundTemplate
 from processing.core.states import FINAL_STATES
 
@@ -29,6 +30,8 @@ class JobSpec:
     row_key: str = ""  # signs the job's rows messages (messages.rows_signature)
     total_rows: int | None = None  # None while the job is still ingesting
     cancelled: bool = False  # `rowsmith cancel` asked: rows end as `cancelled`, without a model call
+    price: Price | None = None  # the job's price, fixed at ingest (None: not in the price table)
+    budget_usd: float | None = None  # the job's cap, enforced through the budget ledger
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, default_deployment: str) -> JobSpec:
@@ -42,6 +45,8 @@ class JobSpec:
             shard_max_blocks=manifest.shard_max_blocks,
             row_key=manifest.row_key,
             total_rows=manifest.total_rows,
+            price=Price.from_dict(manifest.price) if manifest.price else None,
+            budget_usd=manifest.budget_usd or None,
         )
 
 
@@ -61,6 +66,8 @@ class SpecCache:
         self._loading: dict[str, asyncio.Future[JobSpec | None]] = {}
         self._size = size
         self.fatal: dict[str, str] = {}
+        # Jobs whose budget this instance saw reached: their rows are refused without a ledger read.
+        self.budget_reached: set[str] = set()
 
     async def get(self, clients: Clients, job: str) -> JobSpec | None:
         cached = self._items.get(job)

@@ -182,13 +182,14 @@ async def submit(stack: Stack, name: str, data: bytes, *, events: int = 1) -> st
 
 
 async def shard_records(stack: Stack, job: str) -> list[Record]:
-    """Every record appended to the job's result shards, duplicates included, in append order."""
+    """Every record appended to the job's result shards, duplicates included, in append order
+    (the `spend` lines of re-enqueued rows are not records of a result, and are left out)."""
     found: list[Record] = []
     async with blobs(stack) as service:
         container = service.get_container_client(JOBS_CONTAINER)
         async for blob in container.list_blobs(name_starts_with=f"{job}/shards/"):
             data = await (await container.download_blob(blob.name)).readall()
-            found.extend(parse_lines(data))
+            found.extend(r for r in parse_lines(data) if r.is_result)
     return found
 
 

@@ -36,6 +36,7 @@ from tests.integration.harness import (
     emulated_text,
     emulator,
     local_target,
+    manifest,
     queue_lengths,
     submit_and_wait,
 )
@@ -63,6 +64,7 @@ class Outcome:
     jsonl: list[dict[str, Any]] = field(default_factory=list)
     jsonl_raw: bytes = b""
     report: dict[str, Any] = field(default_factory=dict)
+    csv_raw: bytes = b""  # the results CSV as downloaded (its mark and delimiter included)
 
 
 def csv_bytes(rows: list[list[str]], newline: str = "\n", delimiter: str = ",") -> bytes:
@@ -143,6 +145,10 @@ def cases() -> dict[str, Case]:
     c["tab"] = Case("tab.csv", "echo", b"id\ttext\n1\ta,b; c\n2\tc|d\n")
     c["pipe"] = Case("pipe.csv", "echo", b"id|text\n1|a,b; c\n2|x\ty\n")
     c["delimiter_set"] = Case("fixed.csv", "echo-semicolon", b"id;text;a,b,c\n1;x,y;z\n")
+    # What Excel saves as "CSV UTF-8" in a locale whose list separator is ";".
+    c["excel_semicolon"] = Case(
+        "excel.csv", "echo", codecs.BOM_UTF8 + "id;text\r\n1;café, crème\r\n2;naïve\r\n".encode()
+    )
     c["crlf"] = Case("crlf.csv", "echo", dialect_file("\r\n"))
     c["lf"] = Case("lf.csv", "echo", dialect_file("\n"))
     c["cr"] = Case("cr.csv", "echo", dialect_file("\r"))
@@ -195,7 +201,12 @@ async def _run_case(stack: Stack, directory: Path, name: str, case: Case) -> Out
     outcome = Outcome(code, info)
     if info.get("state") == "done":
         data = await download(stack, "output", out_name(case, "results.csv"))
-        table = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+        outcome.csv_raw = data
+        # The results keep the input's delimiter (the job's manifest says which) and mark.
+        job = await manifest(stack, info["job"])
+        assert job is not None
+        text = data.decode("utf-8").removeprefix("\ufeff")
+        table = list(csv.reader(io.StringIO(text, newline=""), delimiter=job.delimiter))
         outcome.header, outcome.rows = table[0], table[1:]
         outcome.jsonl_raw = await download(stack, "output", out_name(case, "results.jsonl"))
         # One record per line, split on "\n" only: what any JSON lines reader does.
@@ -264,6 +275,9 @@ def assert_failed(o: Outcome, *, error: str, where: str | None = None, fix: str 
 def test_text_encodings_are_decoded_and_reach_the_model_intact(outcome: Outcome, case: str):
     assert_done(outcome, 2)
     assert outcome.header == ["id", "text", "answer", "status", "error"]  # no BOM in the first name
+    # The results are UTF-8, with a mark when the input had one or was not UTF-8 (Excel then
+    # reads them as UTF-8, not in its code page).
+    assert outcome.csv_raw.startswith(codecs.BOM_UTF8) == (case != "utf8")
     expected = [["1", "café"], ["2", "€5 naïve"]] if case == "cp1252_named" else TEXT_ROWS
     assert outcome.rows == [[i, t, answer(i, t), "ok", ""] for i, t in expected]
     assert [line["input"] for line in outcome.jsonl] == [{"id": i, "text": t} for i, t in expected]
@@ -298,7 +312,20 @@ def test_a_binary_file_is_rejected_not_parsed(outcome: Outcome, case: str, kind:
 )
 def test_the_delimiter_is_sniffed(outcome: Outcome, case: str, expected: list[list[str]]):
     assert_done(outcome, 2)
-    # The results CSV is always comma-separated; the input cells are unchanged.
+    # The results CSV keeps the input's delimiter (and, with no mark in the input, has none);
+    # the input cells are unchanged.
+    delimiter = {"semicolon": ";", "tab": "\t", "pipe": "|"}[case]
+    assert outcome.csv_raw.startswith(delimiter.join(["id", "text", "answer", "status", "error"]).encode() + b"\r\n")
+    assert outcome.rows == [[i, t, answer(i, t), "ok", ""] for i, t in expected]
+
+
+@pytest.mark.parametrize("case", ["excel_semicolon"])
+def test_a_semicolon_file_with_a_byte_order_mark_comes_back_as_it_was(outcome: Outcome, case: str):
+    # Excel reads the results as it read the input: split on ";", decoded as UTF-8 (the mark).
+    assert_done(outcome, 2)
+    assert outcome.csv_raw.startswith(codecs.BOM_UTF8 + b"id;text;answer;status;error\r\n")
+    assert outcome.csv_raw.count(codecs.BOM_UTF8) == 1
+    expected = [["1", "café, crème"], ["2", "naïve"]]
     assert outcome.rows == [[i, t, answer(i, t), "ok", ""] for i, t in expected]
 
 

@@ -3,6 +3,7 @@ neutralised against formula injection, ready to upload again."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Iterator
@@ -94,6 +95,15 @@ async def test_the_jobs_delimiter_encoding_and_formula_setting_are_kept(
     assert code == 0 and info["failed_rows"] == 1, info
     # The sniffed ';' and the pipeline's windows-1252, so the same pipeline reads it back.
     assert rows_of(dest, "cp1252", ";") == [["id", "text"], ["2", "café", "crème", "'=brûlée"]]
+
+    # A byte-order mark stays: Excel's "CSV UTF-8" (with ";") and a UTF-16 file come back as they were.
+    for name, codec, mark in (("excel", "utf-8", codecs.BOM_UTF8), ("wide", "utf-16-le", codecs.BOM_UTF16_LE)):
+        marked = tmp_path / f"{name}.csv"
+        marked.write_bytes(mark + "id;text\r\n1;ok\r\n2;naïve;extra\r\n".encode(codec))
+        job = await run_job(stack, marked, "echo", small_rows_runner)
+        code, info = await failed(stack, job, tmp_path / f"{name}.failed.csv")
+        data = (tmp_path / f"{name}.failed.csv").read_bytes()
+        assert code == 0 and data == mark + "id;text\r\n2;naïve;extra\r\n".encode(codec), (info, data)
 
     raw = tmp_path / "raw.csv"
     raw.write_text("id,text\n1,=A1,@B2\n", encoding="utf-8")

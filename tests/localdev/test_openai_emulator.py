@@ -1,7 +1,8 @@
 """The Azure OpenAI emulator, called by the real openai client with real managed-identity tokens.
 
 Expected answers are recomputed here from the rule in localdev/openai_emulator/answers.py's
-docstring, independently of the emulator's own code.
+docstring, independently of the emulator's own code; token counts with OpenAI's tokenizer
+(bpe-openai) and the chat framing of localdev/openai_emulator/tokens.py's docstring.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
+import bpe_openai
 import jwt
 import openai
 import pytest
@@ -26,6 +28,7 @@ from pydantic import BaseModel
 
 from localdev import control
 from localdev.identity_endpoint import IdentityEndpoint
+from localdev.openai_emulator import tokens as emulator_tokens
 from localdev.openai_emulator.answers import DEEP_NESTING, HUGE_INT_DIGITS
 from localdev.openai_emulator.config import REASONING_DEPLOYMENT, STANDARD_DEPLOYMENT, EmulatorConfig
 from localdev.openai_emulator.faults import MALFORMED_JSON_KINDS
@@ -50,8 +53,13 @@ def prop_hash(user: str, prop: str) -> str:
     return sha(user + "\x00" + prop)
 
 
-def expected_prompt_tokens(messages: list[dict[str, str]]) -> int:
-    return max(1, sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages))
+def count(text: str, encoding: str = "o200k_base") -> int:
+    return len(bpe_openai.get_encoding(encoding).encode(text, disallowed_special=()))
+
+
+def expected_prompt_tokens(messages: list[dict[str, str]], encoding: str = "o200k_base") -> int:
+    # OpenAI's chat rule: 3 per message plus its role and content, and 3 that prime the answer.
+    return 3 + sum(3 + count(m["role"], encoding) + count(m["content"], encoding) for m in messages)
 
 
 @dataclass
@@ -130,7 +138,7 @@ async def test_text_answer_follows_the_documented_rule(local: Local) -> None:
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == expected_prompt_tokens(messages)
-    assert completion.usage.completion_tokens == len(content) // 4 + 1
+    assert completion.usage.completion_tokens == count(content)
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
@@ -185,7 +193,7 @@ async def test_json_schema_answer_conforms_and_is_deterministic(local: Local) ->
     assert parsed[2] == expected_schema_answer("refund please")
     assert parsed[2] != parsed[0]
     content = answers[0].choices[0].message.content or ""
-    assert answers[0].usage is not None and answers[0].usage.completion_tokens == len(content) // 4 + 1
+    assert answers[0].usage is not None and answers[0].usage.completion_tokens == count(content)
 
 
 class Customer(BaseModel):
@@ -220,8 +228,46 @@ async def test_json_object_mode_and_max_tokens_cut(local: Local) -> None:
         cut = await client.chat.completions.create(model=DEPLOYMENT, messages=user("hello"), max_tokens=2)
     assert json.loads(obj.choices[0].message.content or "") == {"answer": expected_text("hello")}
     assert cut.choices[0].finish_reason == "length"
-    assert cut.choices[0].message.content == expected_text("hello")[:8]
+    # Cut after two tokens (o200k: "emul", "ated"), not after a number of characters.
+    enc = bpe_openai.get_encoding("o200k_base")
+    assert cut.choices[0].message.content == enc.decode(enc.encode(expected_text("hello"))[:2]) == "emulated"
     assert cut.usage is not None and cut.usage.completion_tokens == 2
+
+
+async def test_tokens_are_counted_with_the_deployments_own_tokenizer(local: Local) -> None:
+    # gpt-4 encodes with cl100k, gpt-4.1 (and gpt-4o, gpt-5.x) with o200k: the same text counts
+    # differently, and each deployment reports its own model's count.
+    text = "Ünïcödé ticket: le café est fermé 東京 🎉 <|endoftext|> " * 5
+    await local.control(
+        "POST",
+        "/_emulator/config",
+        {"deployments": [DEPLOYMENT, "legacy"], "models": {"legacy": {"model": "gpt-4-0613"}}},
+    )
+    messages = [{"role": "system", "content": "Classify."}, {"role": "user", "content": text}]
+    async with local.client() as client:
+        new = await client.chat.completions.create(model=DEPLOYMENT, messages=messages)
+        old = await client.chat.completions.create(model="legacy", messages=messages)
+    assert count(text, "o200k_base") != count(text, "cl100k_base")
+    assert new.usage is not None and old.usage is not None
+    assert new.usage.prompt_tokens == expected_prompt_tokens(messages, "o200k_base")
+    assert old.usage.prompt_tokens == expected_prompt_tokens(messages, "cl100k_base")
+    content = expected_text(text)
+    assert (new.usage.completion_tokens, old.usage.completion_tokens) == (count(content), count(content, "cl100k_base"))
+    _, stats = await local.control("GET", "/_emulator/stats")
+    assert stats["tokens"]["prompt"] == new.usage.prompt_tokens + old.usage.prompt_tokens
+
+
+def test_a_cut_in_multibyte_text_ends_at_a_token_and_keeps_whole_characters() -> None:
+    # The emulator's own answers are ASCII (JSON escapes), but a fault's content need not be.
+    text = "東京都の天気は晴れです 🎉🎉 " * 4
+    enc = bpe_openai.get_encoding("o200k_base")
+    tokens = enc.encode(text)
+    cuts = [emulator_tokens.cut(text, n, DEPLOYMENT) for n in range(1, len(tokens))]
+    for n, cut in enumerate(cuts, start=1):
+        assert text.startswith(cut) and "\ufffd" not in cut
+        assert len(enc.encode(enc.decode_bytes(tokens[:n]).decode("utf-8", errors="ignore"))) <= n
+    assert emulator_tokens.cut(text, len(tokens), DEPLOYMENT) == text
+    assert emulator_tokens.completion_tokens(text, DEPLOYMENT) == len(tokens)
 
 
 # --- authentication --------------------------------------------------------------------------
@@ -588,7 +634,7 @@ async def test_a_reasoning_profile_spends_reasoning_tokens_out_of_the_budget(loc
     assert roomy.choices[0].message.content == content and roomy.choices[0].finish_reason == "stop"
     assert roomy.usage is not None and roomy.usage.completion_tokens_details is not None
     assert roomy.usage.completion_tokens_details.reasoning_tokens == 128
-    assert roomy.usage.completion_tokens == 128 + len(content) // 4 + 1
+    assert roomy.usage.completion_tokens == 128 + count(content)
     assert medium.usage is not None and medium.usage.completion_tokens_details is not None
     assert medium.usage.completion_tokens_details.reasoning_tokens == 512
     # A budget sized for the visible answer alone: all of it goes on reasoning, nothing is answered.

@@ -107,9 +107,14 @@ def test_the_command_prints_json_and_people_lines(tmp_path: Path, capsys: pytest
     assert main.main(["estimate", str(SAMPLE), "--pipeline", "triage", "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["rows"] == 240 and info["cost"]["max_usd"] > 0
+    # Without --sample the answers are counted at their budget, and every figure says so.
+    assert info["basis"] == info["tokens"]["basis"] == info["cost"]["basis"] == "upper bound"
+    assert info["cost"]["usd"] == info["cost"]["max_usd"] and info["tokens"]["sample"] is None
+    assert info["tokens"]["completion"] == info["tokens"]["answer_budget"] + info["tokens"]["reasoning_budget"]
     assert main.main(["estimate", str(SAMPLE), "--pipeline", "triage"]) == 0
     out = capsys.readouterr().out
-    assert "--- row 1 (line 2) ---" in out and "240 rows, 240 requests" in out and "cost: at most $" in out
+    assert "--- row 1 (line 2) ---" in out and "240 rows, 240 requests" in out
+    assert "cost (upper bound): at most $" in out and "tokens (upper bound: answers at their budget" in out
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"channel,plan,subject,body\nemail,Pro,caf\xe9,x\n")
     assert main.main(["estimate", str(bad), "--pipeline", "triage"]) == 1

@@ -84,15 +84,22 @@ def test_tokens_cost_budget_and_errors_by_code_are_shown_when_present():
             retries=30,
             cost_usd=0.42,
             budget_usd=5.0,
+            budget_rows=0,
             errors_by_code={"invalid_json": 2, "transient": 10},
         )
     ]
     line = progress.render_line(history)
+    assert "budget reached" not in line  # 0 rows stopped by the budget: nothing to say
     assert "488 ok, 12 errors" in line
     assert "120,400 tokens (2,000 cached)" in line
     assert "530 requests, 30 retried" in line
     assert "$0.4200 of $5.00 budget" in line
     assert line.endswith("errors: transient 10, invalid_json 2")
+
+
+def test_a_budget_that_stopped_rows_says_so():
+    line = progress.render_line([snap(0.0, 100, errors=40, cost_usd=1.0, budget_usd=1.0, budget_rows=40)])
+    assert "$1.00 of $1.00 budget" in line and "budget reached: 40 rows not sent" in line
 
 
 def test_a_summary_without_cost_keys_renders_without_them():

@@ -38,7 +38,7 @@ def test_retry_after_prefers_milliseconds():
 
 
 def test_record_is_one_line_whatever_the_cells_contain():
-    rec = Record(1, "ok", ["line\nbreak", "\x00\x1b[31m", "\u2028"], answer="fine", usage=(3, 4, 1))
+    rec = Record(1, "ok", ["line\nbreak", "\x00\x1b[31m", "\u2028"], answer="fine", usage=(3, 4, 1, 2))
     line = rec.to_line()
     assert line.count(b"\n") == 1
     (back,) = parse_lines(line)
