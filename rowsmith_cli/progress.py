@@ -146,7 +146,7 @@ def _parts(history: Sequence[Snapshot]) -> list[str]:
         tokens += f" ({now.cached_tokens:,} cached)"
     parts.append(tokens)
     if now.requests is not None:
-        retried = f", {now.retries:,} retried" if now.retries else ""
+        retried = f" ({now.retries:,} retries)" if now.retries else ""
         parts.append(f"{now.requests:,} requests{retried}")
     if now.cost_usd is not None:
         cost = _money(now.cost_usd)

@@ -92,7 +92,7 @@ def test_tokens_cost_budget_and_errors_by_code_are_shown_when_present():
     assert "budget reached" not in line  # 0 rows stopped by the budget: nothing to say
     assert "488 ok, 12 errors" in line
     assert "120,400 tokens (2,000 cached)" in line
-    assert "530 requests, 30 retried" in line
+    assert "530 requests (30 retries)" in line
     assert "$0.4200 of $5.00 budget" in line
     assert line.endswith("errors: transient 10, invalid_json 2")
 
