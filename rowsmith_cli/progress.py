@@ -9,7 +9,7 @@ unless the state changes, when the output is not a terminal or with --json.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -233,7 +233,7 @@ def failure_lines(error: Mapping[str, Any] | None) -> list[str]:
 class ProgressDisplay:
     """Draws the snapshots on `stream` (stderr): rich's Live on a terminal, plain lines otherwise."""
 
-    def __init__(self, stream: IO[str], *, plain: bool, clock: Any = time.monotonic) -> None:
+    def __init__(self, stream: IO[str], *, plain: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
         self.plain = plain or not stream.isatty()
         self.clock = clock
