@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from localdev.event_grid.main import DEFAULT_INTERVAL_SECONDS
+from localdev.openai_emulator.config import DEFAULT_DEPLOYMENTS
 from localdev.ports import LOOPBACK, pid_alive, port_open, terminate_pid
 from localdev.private_files import private_dir, write_private
 from localdev.runner.process import PROCESS_MARKER as RUNNER_MARKER
@@ -32,6 +33,14 @@ AZURITE_DATA = "azurite-data"  # in the state dir: Azurite's blobs and queues, u
 # `local up`'s options that shape the running stack, with their flags and defaults: a second
 # `local up` compares them with the stack's (and the restart hint names the non-default ones).
 STACK_FLAGS: dict[str, tuple[str, Any]] = {}
+# --<name>-port: a fixed port for each of the stack's services; 0 (the default) takes a free one.
+PORT_OPTIONS = {
+    "blob": "Azurite's blob",
+    "queue": "Azurite's queue",
+    "table": "Azurite's table",
+    "emulator": "the Azure OpenAI emulator's",
+    "identity": "the identity endpoint's",
+}
 
 
 def _stack_option(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
@@ -83,6 +92,17 @@ def add_stack_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Azurite keeps its data in memory: `local down` loses every job (default: on disk in the state folder)",
     )
+    _stack_option(
+        parser,
+        "--deployment",
+        default=DEFAULT_DEPLOYMENTS[0],
+        help=f"the model deployment the app calls, which the emulator serves (default {DEFAULT_DEPLOYMENTS[0]}; "
+        "a name like gpt-5... or o3... is a reasoning model, others a standard one)",
+    )
+    for service, what in PORT_OPTIONS.items():
+        _stack_option(
+            parser, f"--{service}-port", type=int, default=0, help=f"{what} port on 127.0.0.1 (default 0: a free one)"
+        )
     parser.add_argument(
         "--settings-file",
         type=Path,
@@ -111,7 +131,8 @@ def differing_options(running_with: Mapping[str, Any], wanted: Mapping[str, Any]
     return {
         name: (running_with[name], value)
         for name, value in wanted.items()
-        if name in running_with and running_with[name] != value
+        # A port asked as 0 is "any": the running stack's (free) port does.
+        if name in running_with and running_with[name] != value and not (name.endswith("_port") and value == 0)
     }
 
 
@@ -213,9 +234,13 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
         return stack, True
     down(cli)  # whatever is left of a half-dead stack goes first
     private_dir(cli.state_dir)  # 0700: stack.json holds the identity header
+    deployments = [args.deployment, *(d for d in DEFAULT_DEPLOYMENTS if d != args.deployment)]
+    ports = {name: getattr(args, f"{name}_port", 0) or None for name in PORT_OPTIONS}
     stack = start_stack(
         cli.state_dir,
         detached=True,
+        ports=ports,
+        deployments=deployments,
         in_memory=bool(wanted["in_memory"]),
         latency_ms=args.latency_ms,
         rpm=args.rpm,
@@ -223,6 +248,8 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
         storage_auth=getattr(args, "storage_auth", "key"),
         event_grid_interval=getattr(args, "event_grid_interval", DEFAULT_INTERVAL_SECONDS),
     )
+    # The ports it got: a later `up --blob-port N` compares with the port in use, not with "any".
+    wanted |= {f"{name}_port": port for name, port in stack.ports.as_dict().items() if f"{name}_port" in wanted}
     write_private(cli.state_dir / OPTIONS_FILE, json.dumps(wanted, indent=2) + "\n")
     settings = local_app_settings(stack, args.finalize_interval, rpm=args.rpm, tpm=args.tpm)
     if not wanted["no_runner"]:
@@ -263,6 +290,8 @@ def _ports_text(stack: Stack) -> str:
 def _options_text(options: Mapping[str, Any]) -> str:
     quota = ", ".join(f"{n} {options[n]}" for n in ("rpm", "tpm") if options.get(n))
     parts = [f"quota {quota}" if quota else "no quota"]
+    if options.get("deployment"):
+        parts.append(f"deployment {options['deployment']}")
     if options.get("storage_auth") == "oauth":
         parts.append("OAuth storage")
     return ", ".join(parts)

@@ -56,6 +56,18 @@ def test_the_same_options_do_not_differ_and_other_ones_are_named():
     assert message.endswith("`rowsmith local down && rowsmith local up --rpm 900 --in-memory`")
 
 
+def test_a_port_asked_as_any_matches_the_running_one_and_a_fixed_one_is_compared():
+    running = local.requested_options(up_args()) | {"blob_port": 41234}  # what `up` records: the port it got
+    assert local.differing_options(running, local.requested_options(up_args())) == {}
+    assert local.differing_options(running, local.requested_options(up_args("--blob-port", "41234"))) == {}
+    asked = local.requested_options(up_args("--blob-port", "10000", "--deployment", "gpt-4o"))
+    differ = local.differing_options(running, asked)
+    assert differ == {"blob_port": (41234, 10000), "deployment": ("gpt-5.6-luna", "gpt-4o")}
+    assert local.options_differ_message(differ, asked).endswith(
+        "`rowsmith local down && rowsmith local up --deployment gpt-4o --blob-port 10000`"
+    )
+
+
 def test_a_stack_that_recorded_no_options_is_not_compared():
     # A state file written by an older `rowsmith` (or a test harness) has no options.json.
     assert local.differing_options({}, local.requested_options(up_args("--rpm", "5"))) == {}
