@@ -140,21 +140,20 @@ def _flag(name: str) -> str:
     return STACK_FLAGS[name][0] if name in STACK_FLAGS else "--" + name.replace("_", "-")
 
 
+def _as_argument(name: str, value: Any) -> str:
+    if value is True:
+        return _flag(name)
+    return f"{_flag(name)} {value:g}" if isinstance(value, float) else f"{_flag(name)} {value}"
+
+
 def restart_command(wanted: Mapping[str, Any]) -> str:
     """`rowsmith local down && rowsmith local up ...` with the asked options that are not defaults."""
-    parts = ["rowsmith local down && rowsmith local up"]
-    for name, value in wanted.items():
-        default = STACK_FLAGS[name][1] if name in STACK_FLAGS else False
-        if value == default:
-            continue
-        parts.append(
-            _flag(name)
-            if value is True
-            else f"{_flag(name)} {value:g}"
-            if isinstance(value, float)
-            else f"{_flag(name)} {value}"
-        )
-    return " ".join(parts)
+    asked = [
+        _as_argument(name, value)
+        for name, value in wanted.items()
+        if value != (STACK_FLAGS[name][1] if name in STACK_FLAGS else False)
+    ]
+    return " ".join(["rowsmith local down && rowsmith local up", *asked])
 
 
 def options_differ_message(differ: Mapping[str, tuple[Any, Any]], wanted: Mapping[str, Any]) -> str:
