@@ -268,7 +268,10 @@ def down(cli: CliSettings) -> dict[str, Any]:
     pid = runner_pid(cli.state_dir)
     if pid and pid_alive(pid):
         # SIGTERM lets the runner finish the invocations in flight; only our runner is signalled.
-        terminate_pid(pid, RUNNER_MARKER, timeout=20)
+        # With Azurite gone it cannot finish them: no point waiting for it.
+        recorded = running_stack(cli.state_dir)
+        storage_up = recorded is not None and bool(recorded.ports.blob) and port_open(LOOPBACK, recorded.ports.blob)
+        terminate_pid(pid, RUNNER_MARKER, timeout=20 if storage_up else 3)
         stopped = True
     (cli.state_dir / RUNNER_PID).unlink(missing_ok=True)
     path = stack_file(cli.state_dir)

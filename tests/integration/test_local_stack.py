@@ -68,24 +68,46 @@ def test_one_stack_from_any_folder_its_options_kept_its_jobs_on_disk_and_a_dead_
         # Azurite keeps its data on disk: the job is still there after `down` and `up`.
         code, down, _, _ = rowsmith(state, elsewhere, "local", "down")
         assert code == 0 and down["stopped"] is True and down["jobs_kept"] == 1
-        code, info, _, _ = rowsmith(state, elsewhere, "local", "up", "--settings-file", str(settings_file))
+        # (A slow model now, so that a job is still running when Azurite dies below.)
+        up_again = ("local", "up", "--latency-ms", "1000", "--settings-file", str(settings_file))
+        code, info, _, _ = rowsmith(state, elsewhere, *up_again)
         assert code == 0 and info["already_running"] is False
         code, listing, _, _ = rowsmith(state, here, "status")
         assert code == 0 and [(j["job"], j["state"]) for j in listing["jobs"]] == [(job["job"], "done")]
 
-        # Half dead: Azurite gone, the state file left. Told in seconds, on one line, no traceback.
+        many = tmp_path / "many.csv"
+        many.write_text("subject,body\n" + "".join(f"s{i},b{i}\n" for i in range(200)), encoding="utf-8")
+        code, running, _, _ = rowsmith(state, here, "submit", str(many), "--pipeline", "summarise")
+        assert code == 0, running
+        env = {**os.environ, "ROWSMITH_STATE_DIR": str(state), "PYTHONPATH": str(APP_ROOT)}
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "rowsmith_cli.main", "watch", running["job"]],
+            env=env,
+            cwd=here,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        assert watch.poll() is None, watch.communicate()
+
+        # Half dead: Azurite gone, the state file left. Told in seconds, on one line, no traceback:
+        # to the `watch` that was waiting, and to every command after.
         os.kill(int((state / "azurite.pid").read_text()), signal.SIGKILL)
-        time.sleep(0.5)
+        killed = time.monotonic()
+        _, watch_err = watch.communicate(timeout=30)
+        assert watch.returncode == 1 and time.monotonic() - killed < 5
+        port = info["ports"]["blob"]
+        dead = f"the local stack is not running (Azurite on 127.0.0.1:{port} does not answer): run rowsmith local up"
+        assert f"error: {dead}" in watch_err.splitlines() and "Traceback" not in watch_err
         for args in (("status",), ("submit", str(rows), "--pipeline", "summarise", "--wait")):
             code, failed, stderr, seconds = rowsmith(state, here, *args, timeout=30)
             assert code == 1 and seconds < 10, (args, seconds)
-            port = info["ports"]["blob"]
-            assert failed["error"] == (
-                f"the local stack is not running (Azurite on 127.0.0.1:{port} does not answer): run rowsmith local up"
-            )
+            assert failed["error"] == dead
             assert "Traceback" not in stderr
         code, status, _, _ = rowsmith(state, here, "local", "status")
         assert code == 1 and status["running"] is False and "half running: azurite stopped" in status["message"]
     finally:
-        code, _, _, _ = rowsmith(state, here, "local", "down")
-    assert code == 0
+        code, _, _, seconds = rowsmith(state, here, "local", "down")
+    # With Azurite dead the runner cannot finish its invocations: `down` does not wait 20 s for it.
+    assert code == 0 and seconds < 15
