@@ -423,6 +423,8 @@ async def demo(args: argparse.Namespace, cli: CliSettings) -> tuple[int, dict[st
     if started:
         if not args.json:
             print("starting the local stack (Azurite, identity endpoint, Azure OpenAI emulator, Event Grid, runner)...")
+        # A stack of its own, stopped at the end: nothing of it is worth keeping on disk.
+        args.in_memory = True
         up(args, cli)
     try:
         target = resolve(None, local=True, cli=cli)
