@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 
 import azure.functions as func
 
+from processing.adapters import telemetry
 from processing.adapters.clients import get_clients
 from processing.core.errors import BadMessage, CancelledFromInside
 from processing.core.layout import (
@@ -29,10 +30,12 @@ from processing.finalize import handler as finalize
 from processing.ingest import handler as ingest
 from processing.process import handler as process
 
+telemetry.configure()  # once per worker process: the exporters ROWSMITH_TELEMETRY names
 app = func.FunctionApp()
 log = logging.getLogger("rowsmith")
 
 
+@telemetry.staged  # one span per invocation; its job, stage and attempt on every log record inside
 async def _handle(queue: str, msg: func.QueueMessage, work: Awaitable[object]) -> None:
     try:
         await work

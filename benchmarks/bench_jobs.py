@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.common import (
+    PIPELINE_BUDGET,
     PIPELINE_ONE,
     PIPELINE_QUOTA,
     PIPELINE_TWENTY,
@@ -271,9 +272,28 @@ async def _jobs(ctx: Context, details: dict[str, Any]) -> list[Result]:
         one = await _job(ctx, rig, pipeline=PIPELINE_ONE, rows=rows, label="job-1")
         ctx.log(f"jobs: done in {one.seconds:.1f} s; now rows_per_message 20")
         twenty = await _job(ctx, rig, pipeline=PIPELINE_TWENTY, rows=rows, label="job-20")
+        ctx.log("jobs: rows_per_message 1 again, under a budget (the ledger's cost)")
+        budget = await _job(ctx, rig, pipeline=PIPELINE_BUDGET, rows=rows, label="job-budget")
     details["job_1"] = one.summary()
     details["job_20"] = twenty.summary()
-    return _job_results(ctx, one, twenty, details)
+    details["job_budget"] = budget.summary()
+    return [*_job_results(ctx, one, twenty, details), _budget_result(one, budget)]
+
+
+def _budget_result(one: JobRun, budget: JobRun) -> Result:
+    """What a budget adds: the ledger's reserve and settle, a read and a write each per rows message."""
+    if not _ok(budget):
+        raise RuntimeError(f"{budget.label}: {budget.ok_rows} of {budget.rows} rows answered; {budget.manifest}")
+    return Result(
+        "budget_storage_tx_per_row",
+        round(budget.per_row, 3),
+        "tx/row",
+        round(one.per_row, 3),
+        None,
+        baseline_unit="tx/row (the same job without a budget)",
+        note=f"{budget.per_row - one.per_row:+.2f} tx/row; {budget.seconds / one.seconds:.2f}x the time of the job "
+        "without a budget",
+    )
 
 
 async def _quota(ctx: Context, details: dict[str, Any]) -> Result:

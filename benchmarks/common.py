@@ -38,6 +38,7 @@ PIPELINES_DIR = BENCH_DIR / "pipelines"
 PIPELINE_ONE = "bench"  # rows_per_message = 1
 PIPELINE_TWENTY = "bench-batch20"  # rows_per_message = 20
 PIPELINE_QUOTA = "bench-quota"  # rows_per_message = 1, rpm/tpm for the app's own limiter
+PIPELINE_BUDGET = "bench-budget"  # PIPELINE_ONE with a budget it never reaches (the ledger's cost)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ ORDER = (
     "cpu_ms_per_row",
     "storage_tx_per_row_1",
     "storage_tx_per_row_20",
+    "budget_storage_tx_per_row",
     "finalize_seconds",
     "finalize_peak_rss_mb",
 )

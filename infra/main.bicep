@@ -189,6 +189,17 @@ module monitoring 'core/monitoring.bicep' = {
   }
 }
 
+// The jobs workbook, on the Application Insights resource (docs/deploy.md, "Watching jobs").
+module workbook 'core/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    appInsightsName: monitoring.outputs.appInsightsName
+    location: location
+    tags: tags
+  }
+}
+
 module openAi 'core/openai.bicep' = {
   name: 'openai'
   scope: rg

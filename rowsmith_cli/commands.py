@@ -27,7 +27,7 @@ from processing.core.layout import (
 from processing.core.manifest import Manifest
 from processing.core.prices import job_price
 from processing.core.states import FINAL_STATES, RESULT_STATES, JobState, RowCode
-from rowsmith_cli import failed_rows, preflight
+from rowsmith_cli import failed_rows, preflight, progress
 from rowsmith_cli.target import Target
 
 EXIT_OK = 0
@@ -74,20 +74,6 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "error_report_blob": output_blob("error_report"),
         "error": (manifest.error or {}).get("error"),
     }
-
-
-def progress_line(manifest: Manifest) -> str:
-    total = manifest.total_rows
-    done = manifest.counts.get("ok", 0) + manifest.counts.get("error", 0)
-    if manifest.state == JobState.INGESTING:
-        return f"{manifest.job}: reading the file ({manifest.ingested_rows} rows so far)"
-    bar_width = 30
-    share = done / total if total else 1.0
-    bar = "#" * int(share * bar_width) + "-" * (bar_width - int(share * bar_width))
-    return (
-        f"{manifest.job}: [{bar}] {done}/{total} rows "
-        f"(ok {manifest.counts.get('ok', 0)}, errors {manifest.counts.get('error', 0)}) {manifest.state}"
-    )
 
 
 async def submit(
@@ -151,29 +137,52 @@ def interrupted_line(job: str) -> str:
     )
 
 
+def snapshot(manifest: Manifest, at: float) -> progress.Snapshot:
+    return progress.Snapshot.of(
+        summary(manifest), at=at, ingested=manifest.ingested_rows, row_errors=manifest.row_errors
+    )
+
+
+async def error_report(target: Target, manifest: Manifest) -> dict[str, Any]:
+    """A failed job's error report (its error.json: what, where, fix), else what its manifest says."""
+    detail = dict(manifest.error or {})
+    name = manifest.results.get("error_report")
+    if name:
+        try:
+            stream = await target.blobs.get_blob_client(OUTPUT_CONTAINER, name).download_blob()
+            body = json.loads(await stream.readall())
+        except (ResourceNotFoundError, ValueError):
+            body = None
+        if isinstance(body, dict):
+            detail.update({k: str(body[k]) for k in ("error", "where", "fix") if body.get(k)})
+    return detail
+
+
 async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> tuple[int, dict[str, Any]]:
     container = target.blobs.get_container_client(JOBS_CONTAINER)
     deadline = time.monotonic() + timeout
-    tty = sys.stderr.isatty()
-    last = ""
+    # --json: plain lines on stderr too (stdout keeps its one JSON object).
+    display = progress.ProgressDisplay(sys.stderr, plain=quiet)
     manifest: Manifest | None = None
     try:
         while time.monotonic() < deadline:
+            # A local stack that dies while we wait is told at the next poll, not after the SDK's retries.
+            gone = target.not_running()
+            if gone:
+                display.close()
+                return EXIT_FAILED, {"job": job, "state": manifest.state if manifest else "unknown", "error": gone}
             manifest = await job_store.load(container, job)
             if manifest:
-                line = progress_line(manifest)
-                if not quiet and line != last:
-                    print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-                    last = line
+                display.update(snapshot(manifest, time.monotonic()))
                 if manifest.state in FINAL_STATES:
                     break
             await asyncio.sleep(0.5)
     except asyncio.CancelledError:
         # Ctrl-C (asyncio.run cancels the task, then main exits 130): the job goes on in the app.
-        print(("\n" if tty and last else "") + interrupted_line(job), file=sys.stderr, flush=True)
+        display.close()
+        print(interrupted_line(job), file=sys.stderr, flush=True)
         raise
-    if not quiet and tty:
-        print(file=sys.stderr)
+    display.close()
     if manifest is None:
         return EXIT_TIMEOUT, {"job": job, "state": "not-started", "error": "the job did not start in time"}
     info = summary(manifest)
@@ -189,6 +198,9 @@ async def wait_for(target: Target, job: str, *, timeout: float, quiet: bool) -> 
             )
         return EXIT_OK, info
     if manifest.state == JobState.FAILED:
+        # What, where and fix, as the job's error report has them: main prints them under the error.
+        report = await error_report(target, manifest)
+        info.update({key: report[key] for key in ("error", "where", "fix") if report.get(key)})
         return EXIT_FAILED, info
     if manifest.state == JobState.CANCELLED:
         info["error"] = f"job {job} was cancelled; its results hold the rows answered before"

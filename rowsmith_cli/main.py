@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from processing.core.errors import RowsmithError
 from processing.core.settings import app_values
-from rowsmith_cli import commands, estimate, local
+from rowsmith_cli import commands, estimate, local, progress
 from rowsmith_cli.settings import CliSettings, model_environment
-from rowsmith_cli.target import TargetError, local_stack, resolve
+from rowsmith_cli.target import TargetError, dead_part, local_stack, resolve
 
 
 def _non_negative(raw: str) -> int:
@@ -136,10 +138,8 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(estimate.describe(info))
         return
     if info.get("error"):
-        print(f"error: {info['error']}", file=sys.stderr)
-        for key in ("where", "fix"):
-            if info.get(key):
-                print(f"  {key}: {info[key]}", file=sys.stderr)
+        for line in progress.failure_lines(info):
+            print(line, file=sys.stderr)
     elif command in ("status", "submit", "results", "watch"):
         print(commands.describe(info))
     if info.get("message"):
@@ -187,6 +187,17 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         await target.close()
 
 
+def _storage_error(exc: AzureError, args: argparse.Namespace) -> str:
+    cli = CliSettings.from_env()
+    if args.command != "local" and (getattr(args, "local", False) or not (cli.storage_account or cli.blob_url)):
+        stack = local_stack(cli.state_dir)
+        dead = dead_part(stack, cli.state_dir) if stack else None
+        if dead:
+            return f"the local stack is not running ({dead}): run rowsmith local up"
+    first = (exc.message or str(exc)).strip().splitlines()
+    return f"storage did not answer as expected: {first[0] if first else type(exc).__name__}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Not a parser default: set_defaults would change the --json action shared with every subcommand.
@@ -197,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         # A job input or pipeline error carries where and fix, as its job's error report would.
         code, info = commands.EXIT_FAILED, {"error": str(exc)}
         info.update({key: getattr(exc, key) for key in ("where", "fix") if getattr(exc, key, "")})
+    except AzureError as exc:
+        # Storage that stopped answering mid-command: one line, not the SDK's traceback.
+        code, info = commands.EXIT_FAILED, {"error": _storage_error(exc, args)}
     except KeyboardInterrupt:
         return 130
     if args.json:

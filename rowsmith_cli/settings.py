@@ -12,7 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from processing.core.settings import Setting, path
+from processing.core.settings import APP_ROOT, Setting, path
+
+STATE_DIR_NAME = ".rowsmith"
 
 CLI_SETTINGS_REFERENCE: tuple[Setting, ...] = (
     Setting(
@@ -32,12 +34,36 @@ CLI_SETTINGS_REFERENCE: tuple[Setting, ...] = (
     ),
     Setting(
         "ROWSMITH_STATE_DIR",
-        "Where `rowsmith local up` keeps the local stack's state and logs.",
-        default=Path(".rowsmith"),
+        "Where `rowsmith local up` keeps the local stack's state, logs and (unless `--in-memory`) Azurite's data; "
+        "every `rowsmith` command finds the running stack there, from any folder.",
+        shown=f"{STATE_DIR_NAME} in the project folder",
         attribute="state_dir",
         parse=path,
     ),
 )
+# What marks the project folder: the app's own files, next to each other.
+PROJECT_MARKERS = ("pyproject.toml", "function_app.py")
+
+
+def is_project_root(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in PROJECT_MARKERS)
+
+
+def project_root(package_root: Path, cwd: Path) -> Path | None:
+    """The project folder: where this package was loaded from (a checkout, an editable install),
+    else the nearest folder holding the project's files up from `cwd`; None outside any project."""
+    if is_project_root(package_root):
+        return package_root
+    for folder in (cwd, *cwd.parents):
+        if is_project_root(folder):
+            return folder
+    return None
+
+
+def default_state_dir(package_root: Path, cwd: Path) -> Path:
+    """`.rowsmith` in the project folder, so `rowsmith local up` (and every command after it) finds
+    the same stack from any folder; outside a project, in `cwd` as a last resort."""
+    return (project_root(package_root, cwd) or cwd) / STATE_DIR_NAME
 
 
 @dataclass(frozen=True)
@@ -46,12 +72,22 @@ class CliSettings:
     blob_url: str | None
     queue_url: str | None
     state_dir: Path
+    project: Path | None = None  # the project folder (where local.settings.json goes), if found
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CliSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliSettings:
         env = os.environ if env is None else env
+        cwd = (cwd or Path.cwd()).resolve()
         account, blob, queue, state = (s.read(env) for s in CLI_SETTINGS_REFERENCE)
-        return cls(storage_account=account, blob_url=blob, queue_url=queue, state_dir=state)
+        # Absolute: the stack's children run in other folders, and the state file names it.
+        state_dir = (cwd / state) if state is not None else default_state_dir(APP_ROOT, cwd)
+        return cls(
+            storage_account=account,
+            blob_url=blob,
+            queue_url=queue,
+            state_dir=state_dir.resolve(),
+            project=project_root(APP_ROOT, cwd),
+        )
 
 
 # What the SDK's ManagedIdentityCredential reads from the process environment when it is made.

@@ -112,6 +112,12 @@ resource app 'Microsoft.Web/sites@2025-03-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'Authorization=AAD'
         }
+        // The Python worker joins the host's OpenTelemetry traces (host.json telemetryMode), so
+        // the app's spans (processing/adapters/telemetry.py) are children of each invocation's.
+        {
+          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          value: 'true'
+        }
         {
           name: 'AZURE_OPENAI_ENDPOINT'
           value: openAiEndpoint

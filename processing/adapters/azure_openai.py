@@ -23,6 +23,7 @@ import openai
 from azure.core.exceptions import ClientAuthenticationError
 from openai import AsyncAzureOpenAI
 
+from processing.adapters import telemetry
 from processing.core import model_family
 from processing.core.answers import parse_answer
 from processing.core.errors import ConfigurationError, RowError, Throttled, TransientError
@@ -146,9 +147,10 @@ async def complete(
             await limiter.acquire(cost)
         try:
             spend.requests += 1
-            answer, headers = await _complete_once(
-                client, pipeline, deployment, messages, using_key=using_key, family=current, spend=spend
-            )
+            with telemetry.model_call(deployment):  # a span, its duration and its 429 per attempt
+                answer, headers = await _complete_once(
+                    client, pipeline, deployment, messages, using_key=using_key, family=current, spend=spend
+                )
         except WrongFamily as exc:
             if switched:
                 raise RowError(str(exc), code="bad_request") from None

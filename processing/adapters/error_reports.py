@@ -17,7 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
-from processing.adapters import job_store
+from processing.adapters import job_store, telemetry
 from processing.adapters.clients import Clients
 from processing.core.errors import ConfigurationError
 from processing.core.layout import error_report_blob, fatal_blob
@@ -63,6 +63,7 @@ async def fail_job(
         )
         manifest.results = {"error_report": name}
     await job_store.save(clients.jobs, manifest)
+    telemetry.job_state(manifest)
 
 
 async def mark_fatal(clients: Clients, job: str, exc: Exception) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity import DefaultAzureCredential as SyncDefaultAzureCredential
+from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
 from processing.core.settings import Settings
@@ -26,3 +29,12 @@ def make_credential(settings: Settings) -> AsyncTokenCredential:
     # A developer's machine: az login / azd auth login / VS Code. The managed-identity probe
     # is skipped because it only wastes seconds off Azure.
     return DefaultAzureCredential(exclude_managed_identity_credential=True)
+
+
+def make_sync_credential(*, managed_identity: bool, client_id: str | None) -> TokenCredential:
+    """The same choice as `make_credential`, for code that calls from threads rather than the event
+    loop: the Azure Monitor exporters send telemetry (with an Entra token, as Application Insights
+    has local auth off) from their own export threads, so they take a synchronous credential."""
+    if managed_identity:
+        return SyncManagedIdentityCredential(client_id=client_id) if client_id else SyncManagedIdentityCredential()
+    return SyncDefaultAzureCredential(exclude_managed_identity_credential=True)

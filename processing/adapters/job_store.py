@@ -7,6 +7,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
+from processing.adapters import telemetry
 from processing.core.errors import BadMessage
 from processing.core.layout import check_job_id, manifest_blob
 from processing.core.manifest import BadManifest, Manifest
@@ -33,7 +34,9 @@ async def load(jobs: ContainerClient, job: str) -> Manifest | None:
         raw = await stream.readall()
     except ResourceNotFoundError:
         return None
-    return Manifest.from_json(raw, etag=stream.properties.etag).check(job)
+    manifest = Manifest.from_json(raw, etag=stream.properties.etag).check(job)
+    telemetry.bind(job=manifest.job, pipeline=manifest.pipeline_name)  # the stage's spans and logs name it
+    return manifest
 
 
 async def create(jobs: ContainerClient, manifest: Manifest) -> bool:
@@ -46,6 +49,7 @@ async def create(jobs: ContainerClient, manifest: Manifest) -> bool:
     except ResourceExistsError:
         return False
     manifest.etag = result["etag"]
+    telemetry.job_state(manifest)
     return True
 
 

@@ -19,6 +19,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobProperties
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
+from processing.adapters import telemetry
 from processing.core.layout import shard_blob
 from processing.core.records import Record
 
@@ -50,6 +51,7 @@ _segments: dict[tuple[str, int], int] = {}
 async def append(jobs: ContainerClient, job: str, shard: int, records: Iterable[Record], *, max_blocks: int) -> None:
     """Append records to one shard, whole lines per block (appenders run concurrently)."""
     key = (job, shard)
+    records = tuple(records)
     for block in _blocks(r.to_line() for r in records):
         while True:
             segment = _segments.get(key, 0)
@@ -68,6 +70,8 @@ async def append(jobs: ContainerClient, job: str, shard: int, records: Iterable[
             if int(result.get("blob_committed_block_count") or 0) >= max_blocks:
                 _segments[key] = max(_segments.get(key, 0), segment + 1)
             break
+    # Every row's record is written here (process, poison, ingest's bad rows): counted once written.
+    telemetry.rows_recorded(records)
 
 
 @dataclass(frozen=True)

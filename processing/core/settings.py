@@ -281,6 +281,27 @@ SETTINGS_REFERENCE: tuple[Setting, ...] = (
         parse=number,
         shown="480",
     ),
+    # Telemetry (processing/adapters/telemetry.py) reads these through `TelemetrySettings`, not
+    # `Settings`: it is configured at import, before (and without) the app's connections.
+    Setting(
+        "ROWSMITH_TELEMETRY",
+        "Where traces, metrics and logs go: `azure` (Application Insights, Entra ID auth), `otlp` (an "
+        "OTLP/HTTP collector), `console` (spans and metrics on stdout), `none`, or `auto`: `azure` when "
+        "APPLICATIONINSIGHTS_CONNECTION_STRING is set, else `otlp` when OTEL_EXPORTER_OTLP_ENDPOINT is, else `none`.",
+        default="auto",
+        parse=choice("auto", "azure", "otlp", "console", "none"),
+    ),
+    Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "The Application Insights resource telemetry goes to: its ids and endpoints, no key (local auth is off; the "
+        "app sends with its identity's Entra token).",
+        azure=True,
+    ),
+    Setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "Base URL of an OTLP/HTTP collector, `http://127.0.0.1:4318` say (traces, metrics and logs).",
+        parse=url,
+    ),
     Setting(
         "ROWSMITH_RESULTS_DELIMITER",
         "Delimiter of the results CSV: `input` (the input's, as detected or as the pipeline names it), `,`, `;`, "
@@ -416,6 +437,42 @@ def app_values(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     `rowsmith estimate` runs where no endpoint or storage is configured."""
     env = os.environ if env is None else env
     return {s.attribute: s.read(env) for s in SETTINGS_REFERENCE if s.attribute}
+
+
+def _reference(name: str) -> Setting:
+    return next(s for s in SETTINGS_REFERENCE if s.name == name)
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """What telemetry needs, readable where the app's other settings are missing or wrong: an app
+    that cannot start its clients should still say so in its traces."""
+
+    mode: str = "auto"  # ROWSMITH_TELEMETRY
+    connection_string: str | None = None  # APPLICATIONINSIGHTS_CONNECTION_STRING
+    otlp_endpoint: str | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT
+    managed_identity: bool = False
+    client_id: str | None = None
+
+    @property
+    def exporter(self) -> str:
+        """The mode `auto` resolves to."""
+        if self.mode != "auto":
+            return self.mode
+        if self.connection_string:
+            return "azure"
+        return "otlp" if self.otlp_endpoint else "none"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
+        env = os.environ if env is None else env
+        return cls(
+            mode=_reference("ROWSMITH_TELEMETRY").read(env),
+            connection_string=_reference("APPLICATIONINSIGHTS_CONNECTION_STRING").read(env),
+            otlp_endpoint=_reference("OTEL_EXPORTER_OTLP_ENDPOINT").read(env),
+            managed_identity=bool(env.get("IDENTITY_ENDPOINT") or env.get("WEBSITE_INSTANCE_ID")),
+            client_id=_reference("AZURE_CLIENT_ID").read(env),
+        )
 
 
 @functools.cache

@@ -22,7 +22,7 @@ import logging
 import time
 from collections import Counter
 
-from processing.adapters import cancels, job_store
+from processing.adapters import cancels, job_store, telemetry
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job, read_fatal
 from processing.core.errors import JobInputError
@@ -104,6 +104,7 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
         return
     if manifest.state in FINAL_STATES:
+        telemetry.job_state(manifest)
         log.info("job %s %s: %s", manifest.job, manifest.state, manifest.counts)
         return
     await _reschedule(clients, message, interval)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
-from processing.adapters import azure_openai, budget_ledger, claims, job_store, shards
+from processing.adapters import azure_openai, budget_ledger, claims, job_store, shards, telemetry
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import mark_fatal
 from processing.core import model_family
@@ -111,7 +111,10 @@ async def handle_rows(body: str | bytes, dequeue_count: int, clients: Clients) -
     reservation, admits = await _budget_gate(clients, spec, rows)
     try:
         outcomes = await asyncio.gather(
-            *(_answer(clients, spec, row, spend, admit) for row, spend, admit in zip(rows, spends, admits, strict=True))
+            *(
+                telemetry.row(_answer(clients, spec, row, spend, admit), spec, row.index)
+                for row, spend, admit in zip(rows, spends, admits, strict=True)
+            )
         )
     finally:
         if reservation:

@@ -27,8 +27,8 @@ from tests.infra.roles import DEPLOYMENT_CONTAINER as DEPLOYMENT_CONTAINER_NAME
 PLATFORM_SETTINGS = {
     f"{layout.STORAGE_CONNECTION}__credential": "makes the host's storage connection use the managed identity",
     f"{layout.STORAGE_CONNECTION}__tableServiceUri": "the host writes diagnostic events to tables; the app uses none",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "where the host sends telemetry (not a credential with local auth off)",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "makes the host send telemetry with an Entra token",
+    "PYTHON_ENABLE_OPENTELEMETRY": "makes the Python worker join the host's OpenTelemetry trace context",
 }
 
 # Flex Consumption rejects these as app settings: functionAppConfig carries them.

@@ -10,6 +10,7 @@ EXPECTED_MODULES = {
     "core/monitoring.bicep",
     "core/openai.bicep",
     "core/rbac.bicep",
+    "core/workbook.bicep",
     "app/functions.bicep",
     "app/eventgrid.bicep",
     "app/eventsubscription.bicep",

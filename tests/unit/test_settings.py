@@ -3,7 +3,15 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from processing.core.errors import ConfigurationError
-from processing.core.settings import APP_ROOT, DEFAULTS, SETTINGS_REFERENCE, Settings, StorageSettings, markdown_table
+from processing.core.settings import (
+    APP_ROOT,
+    DEFAULTS,
+    SETTINGS_REFERENCE,
+    Settings,
+    StorageSettings,
+    TelemetrySettings,
+    markdown_table,
+)
 from rowsmith_cli.settings import CLI_SETTINGS_REFERENCE, CliSettings
 
 
@@ -38,6 +46,7 @@ BASE = {
 def test_the_reference_lists_exactly_what_settings_reads():
     env = Recording(dict(BASE))
     Settings.from_env(env)
+    TelemetrySettings.from_env(env)  # read apart: telemetry starts before the app's connections
     assert env.asked == {s.name for s in SETTINGS_REFERENCE}
 
 
