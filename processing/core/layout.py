@@ -14,6 +14,7 @@ setting could change them; tests/infra checks that the Bicep creates exactly the
     jobs/<job>/progress.json              finalize's counts and row bitmap
     jobs/<job>/fatal.json                 a job-level error met while processing rows
     jobs/<job>/ingest.lock                the lease that keeps one ingest per upload
+    jobs/<job>/finalize.lock              the lease held by the one finalize check writing the results
     jobs/<job>/cancel.json                `rowsmith cancel`'s request (written once, never changed)
 """
 
@@ -215,6 +216,10 @@ def claim_blob(job: str, first_row: int, suffix: str = "") -> str:
 
 def ingest_lock_blob(job: str) -> str:
     return f"{job}/ingest.lock"
+
+
+def finalize_lock_blob(job: str) -> str:
+    return f"{job}/finalize.lock"
 
 
 def progress_blob(job: str) -> str:

@@ -23,10 +23,12 @@ import time
 from collections import Counter
 
 from processing.adapters import cancels, job_store, telemetry
+from processing.adapters.blob_lock import LEASE_SECONDS, BlobLock
 from processing.adapters.clients import Clients
 from processing.adapters.error_reports import fail_job, read_fatal
 from processing.core.errors import JobInputError
 from processing.core.host_config import max_dequeue_count
+from processing.core.layout import finalize_lock_blob
 from processing.core.manifest import Manifest
 from processing.core.messages import FinalizeMessage
 from processing.core.prices import Price
@@ -85,29 +87,59 @@ async def handle_finalize(body: str | bytes, clients: Clients) -> None:
         log.error("job %s: no progress for %g s; completing it with %d row(s) missing", manifest.job, stall, missing)
     if verdict == Completion.CANCELLED:
         log.info("job %s: cancelled; %d row(s) without a result end as cancelled", manifest.job, total - progress.seen)
-    if verdict != Completion.PENDING:
-        manifest.state = JobState.CANCELLED if verdict == Completion.CANCELLED else JobState.DONE
-        written: Counter[str] = Counter()
-        manifest.results = await write_outputs(clients, manifest, written)
-        if verdict == Completion.CANCELLED:
-            # What the results hold: rows whose call was under way may have landed since the scan.
-            manifest.counts = {str(k): written[k] for k in (RowStatus.OK, RowStatus.ERROR, RowCode.CANCELLED)}
-        if manifest.budget_usd:
-            rows = manifest.row_errors.get(RowCode.BUDGET, {}).get("rows", 0)
-            manifest.budget = {"usd": manifest.budget_usd, "reached": bool(rows), "rows": rows}
-        manifest.stamp("finished")
-    elif progress.seen > before:
-        manifest.stamp("first_result")
-    try:
-        await job_store.save(clients.jobs, manifest)
-    except job_store.ManifestConflict:
-        log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
-        return
+    if verdict == Completion.PENDING:
+        if progress.seen > before:
+            manifest.stamp("first_result")
+        if not await _save(clients, manifest):
+            return
+    else:
+        # One check writes a job's results. Two chains (a cancel's early check beside the
+        # scheduled one, a redelivered message) can both pass the progress race when one loads
+        # the progress after the other saved it; the later one would then overwrite the results
+        # the earlier one's manifest describes.
+        lock = BlobLock(clients.jobs, finalize_lock_blob(manifest.job))
+        if not await lock.acquire():
+            log.info("job %s: another finalize is writing its results", manifest.job)
+            # Should that one die, its lease lapses: look again after it.
+            await _reschedule(clients, message, LEASE_SECONDS)
+            return
+        try:
+            current = await job_store.load(clients.jobs, manifest.job)
+            if current is None or current.etag != manifest.etag:
+                log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
+                return  # that one ended the job, or saved its check and rescheduled itself
+            await _complete(clients, manifest, verdict)
+            if not await _save(clients, manifest):
+                return
+        finally:
+            await lock.release()
     if manifest.state in FINAL_STATES:
         telemetry.job_state(manifest)
         log.info("job %s %s: %s", manifest.job, manifest.state, manifest.counts)
         return
     await _reschedule(clients, message, interval)
+
+
+async def _complete(clients: Clients, manifest: Manifest, verdict: Completion) -> None:
+    manifest.state = JobState.CANCELLED if verdict == Completion.CANCELLED else JobState.DONE
+    written: Counter[str] = Counter()
+    manifest.results = await write_outputs(clients, manifest, written)
+    if verdict == Completion.CANCELLED:
+        # What the results hold: rows whose call was under way may have landed since the scan.
+        manifest.counts = {str(k): written[k] for k in (RowStatus.OK, RowStatus.ERROR, RowCode.CANCELLED)}
+    if manifest.budget_usd:
+        rows = manifest.row_errors.get(RowCode.BUDGET, {}).get("rows", 0)
+        manifest.budget = {"usd": manifest.budget_usd, "reached": bool(rows), "rows": rows}
+    manifest.stamp("finished")
+
+
+async def _save(clients: Clients, manifest: Manifest) -> bool:
+    try:
+        await job_store.save(clients.jobs, manifest)
+    except job_store.ManifestConflict:
+        log.info("job %s: manifest changed under us; another finalize is ahead", manifest.job)
+        return False
+    return True
 
 
 def spend(manifest: Manifest, progress: Progress) -> None:

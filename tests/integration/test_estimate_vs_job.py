@@ -19,8 +19,8 @@ from processing.core.prices import load_prices, price_for
 from processing.core.settings import APP_ROOT
 from rowsmith_cli import estimate
 from tests.integration import test_cli as cli
-from tests.integration.faults_util import Workers, blobs
-from tests.integration.harness import manifest
+from tests.integration.faults_util import Workers, blobs, emulator_config, emulator_stats
+from tests.integration.harness import FIXTURE_PIPELINES, manifest
 from tests.integration.test_cancel_watch import cli_state
 
 pytestmark = pytest.mark.integration
@@ -100,3 +100,29 @@ async def test_a_sampled_estimate_is_within_ten_percent_of_the_job(
     # The upper bound without a sample is well above what the job spent (it budgets 2,300 a request).
     assert bound["tokens"]["completion"] > 3 * actual["completion"]
     assert bound["cost"]["max_usd"] > job_cost
+
+
+async def test_a_sample_waits_out_a_429_and_counts_a_refused_row_as_an_error(
+    stack: Stack, clean: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # No app needed: the sample calls the stack's emulator itself. The fault markers are the
+    # emulator's: one 429 (retry-after 300 ms) before an answer, and a content-filter refusal.
+    monkeypatch.setenv("ROWSMITH_PIPELINES_DIR", str(FIXTURE_PIPELINES))
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
+    await emulator_config(stack, fault_retry_after_ms=300)
+    state = cli_state(stack, tmp_path)
+    data = tmp_path / "faults.csv"
+    data.write_text(
+        "id,text\n1,fine\n2,slow [[fault:429:1]]\n3,refused [[fault:content_filter]]\n4,fine too\n5,not sampled\n",
+        encoding="utf-8",
+    )
+    code, est = cli.rowsmith(state, "estimate", str(data), "--pipeline", "echo", "--sample", "4")
+    assert code == 0, est
+    sample = est["tokens"]["sample"]
+    assert (sample["rows"], sample["answered"], sample["errors"]) == (4, 3, {"content_filter": 1})
+    assert est["basis"] == "sampled 4 rows" and est["requests"] == 5
+    # Five requests were sent for four rows (the 429 and its retry); the refusal billed nothing.
+    assert sample["requests"] == 5
+    stats = await emulator_stats(stack)
+    assert stats["tokens"]["completion"] == sample["completion_tokens"]
+    assert est["tokens"]["completion"] == round(sample["completion_tokens"] / 4 * 5)
