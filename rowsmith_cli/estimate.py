@@ -31,6 +31,13 @@ from rowsmith_cli.tokens import counter_for
 UPPER_BOUND = "upper bound"
 
 SHOWN_PROMPTS = 3
+# Rows `estimate` sends to the model when a model is reachable and --sample is not given: enough
+# for answer lengths within a few percent on a uniform file, a negligible share of a job's bill.
+DEFAULT_SAMPLE = 10
+NO_MODEL_NOTE = (
+    "no model to sample (no running local stack, no AZURE_OPENAI_ENDPOINT in this shell): answers are counted at "
+    "their budget; start the local stack or set AZURE_OPENAI_ENDPOINT for a sampled estimate"
+)
 
 
 def _duration(requests: int, admission_tokens: int, rpm: int, tpm: int) -> dict[str, Any]:
@@ -152,7 +159,9 @@ async def estimate(
         "cost_error": None if price else f"no price for {model!r} in the price table: add it with ROWSMITH_PRICES_FILE",
         "duration": _duration(
             requests,
-            checked.admission_tokens,
+            # As the app's pacer counts a request: prompt estimate plus the whole completion
+            # budget it asks for, the reasoning budget included on a reasoning model.
+            checked.admission_tokens + (requests * pipeline.reasoning_budget if family == Family.REASONING else 0),
             pipeline.rpm or settings["openai_rpm"],
             pipeline.tpm or settings["openai_tpm"],
         ),
@@ -236,6 +245,8 @@ def describe(info: dict[str, Any]) -> str:
             f"duration: about {duration['seconds']:,.0f} s at {duration['rpm']} RPM / {duration['tpm']} TPM "
             f"(bound by {duration['bound']})"
         )
+    if info.get("note"):
+        lines.append(f"note: {info['note']}")
     return "\n".join(lines)
 
 

@@ -87,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_estimate.add_argument(
         "--sample",
         type=_non_negative,
-        default=0,
+        default=None,
         metavar="N",
         help="send the first N rows to the model as the app would (billed) and extrapolate answer and reasoning "
-        "tokens from their usage; without it they are counted at their budget (an upper bound)",
+        f"tokens from their usage (default: {estimate.DEFAULT_SAMPLE} when a model is reachable: the running "
+        "local stack's, or AZURE_OPENAI_ENDPOINT's); --sample 0 sends nothing and counts answers at their "
+        "budget (an upper bound)",
     )
 
     p_watch = sub.add_parser("watch", parents=[common], help="show a running job's progress until it ends")
@@ -152,6 +154,23 @@ def _print_human(command: str, info: dict[str, Any]) -> None:
         print(f"wrote {info['file']}")
 
 
+async def _estimate(args: argparse.Namespace, cli: CliSettings) -> dict[str, Any]:
+    """Sampled when a model is reachable (or --sample N asks), else the upper bound, saying why."""
+    sample, env, note = args.sample, None, None
+    if sample != 0:
+        stack = local_stack(cli.state_dir)
+        live = stack if stack is not None and dead_part(stack, cli.state_dir) is None else None
+        env = model_environment(live.app_settings() if live else None)
+        if sample is None:
+            reachable = bool(env.get("AZURE_OPENAI_ENDPOINT", "").strip())
+            sample = estimate.DEFAULT_SAMPLE if reachable else 0
+            note = None if reachable else estimate.NO_MODEL_NOTE
+    info = await estimate.estimate(args.file, args.pipeline, app_values(), sample=sample, model_env=env)
+    if note:
+        info["note"] = note
+    return info
+
+
 async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     cli = CliSettings.from_env()
     if args.command == "local":
@@ -159,10 +178,7 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     if args.command == "demo":
         return await local.demo(args, cli)
     if args.command == "estimate":
-        stack = local_stack(cli.state_dir) if args.sample else None
-        env = model_environment(stack.app_settings() if stack else None) if args.sample else None
-        info = await estimate.estimate(args.file, args.pipeline, app_values(), sample=args.sample, model_env=env)
-        return commands.EXIT_OK, info
+        return commands.EXIT_OK, await _estimate(args, cli)
     target = resolve(getattr(args, "account", None), local=getattr(args, "local", False), cli=cli)
     try:
         if args.command == "submit":

@@ -61,6 +61,19 @@ def test_the_duration_follows_the_configured_quota():
     assert run(SAMPLE, "triage")["duration"]["seconds"] is None  # not paced: no figure invented
 
 
+def test_the_duration_counts_tokens_as_the_apps_pacer_does_the_reasoning_budget_included():
+    # The README's quota example: at 60,000 TPM a reasoning model's requests are admitted at their
+    # prompt plus max_tokens plus reasoning_budget (2,300 tokens and more each), so tokens bind.
+    reasoning = run(SAMPLE, "triage", AZURE_OPENAI_RPM="600", AZURE_OPENAI_TPM="60000")
+    standard = run(
+        SAMPLE, "triage", AZURE_OPENAI_RPM="600", AZURE_OPENAI_TPM="60000", AZURE_OPENAI_MODEL_FAMILY="standard"
+    )
+    assert reasoning["duration"]["bound"] == "tpm"
+    per_request = reasoning["tokens"]["per_request_prompt"] + 300 + 2000  # triage max_tokens + the default budget
+    assert reasoning["duration"]["seconds"] == pytest.approx(240 * per_request * 60 / (60000 * 0.97), rel=0.02)
+    assert reasoning["duration"]["seconds"] > 5 * standard["duration"]["seconds"]
+
+
 def test_the_default_model_is_priced_with_a_labelled_placeholder():
     info = run(SAMPLE, "triage", AZURE_OPENAI_DEPLOYMENT="gpt-5.6-luna")
     assert "no published Azure OpenAI price" in info["cost"]["placeholder"]
@@ -103,18 +116,28 @@ def test_a_file_missing_the_prompts_columns_fails_as_its_job_would(tmp_path: Pat
     assert err.value.where == "header (line 1)" and "pipelines/triage.toml" in err.value.fix
 
 
-def test_the_command_prints_json_and_people_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_the_command_prints_json_and_people_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    # No model to sample: no local stack in this state folder, no endpoint in the shell.
+    monkeypatch.setenv("ROWSMITH_STATE_DIR", str(tmp_path / "no-stack"))
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
     assert main.main(["estimate", str(SAMPLE), "--pipeline", "triage", "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["rows"] == 240 and info["cost"]["max_usd"] > 0
-    # Without --sample the answers are counted at their budget, and every figure says so.
+    # Without a sample the answers are counted at their budget, and every figure says so, and why.
     assert info["basis"] == info["tokens"]["basis"] == info["cost"]["basis"] == "upper bound"
+    assert "no model to sample" in info["note"]
     assert info["cost"]["usd"] == info["cost"]["max_usd"] and info["tokens"]["sample"] is None
     assert info["tokens"]["completion"] == info["tokens"]["answer_budget"] + info["tokens"]["reasoning_budget"]
     assert main.main(["estimate", str(SAMPLE), "--pipeline", "triage"]) == 0
     out = capsys.readouterr().out
     assert "--- row 1 (line 2) ---" in out and "240 rows, 240 requests" in out
     assert "cost (upper bound): at most $" in out and "tokens (upper bound: answers at their budget" in out
+    assert "note: no model to sample" in out
+    # --sample 0 asks for the upper bound: nothing to explain.
+    assert main.main(["estimate", str(SAMPLE), "--pipeline", "triage", "--sample", "0", "--json"]) == 0
+    assert "note" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"channel,plan,subject,body\nemail,Pro,caf\xe9,x\n")
     assert main.main(["estimate", str(bad), "--pipeline", "triage"]) == 1
