@@ -34,6 +34,7 @@ AZURITE_DATA = "azurite-data"  # in the state dir: Azurite's blobs and queues, u
 # `local up` compares them with the stack's (and the restart hint names the non-default ones).
 STACK_FLAGS: dict[str, tuple[str, Any]] = {}
 # --<name>-port: a fixed port for each of the stack's services; 0 (the default) takes a free one.
+AZURITE_SERVICES = ("blob", "queue", "table")
 PORT_OPTIONS = {
     "blob": "Azurite's blob",
     "queue": "Azurite's queue",
@@ -167,6 +168,15 @@ def options_differ_message(differ: Mapping[str, tuple[Any, Any]], wanted: Mappin
     )
 
 
+def _previous_port(previous: Mapping[str, Any], name: str) -> int | None:
+    """The port Azurite's `name` service had last time, if it is free: the jobs kept on disk know
+    their blobs by URLs with that port (a job's id, its events), so they carry on after `up`."""
+    if name not in AZURITE_SERVICES or previous.get("in_memory"):
+        return None
+    port = previous.get(f"{name}_port")
+    return port if isinstance(port, int) and port > 0 and not port_open(LOOPBACK, port) else None
+
+
 def _recorded_options(cli: CliSettings) -> dict[str, Any]:
     try:
         data = json.loads((cli.state_dir / OPTIONS_FILE).read_text())
@@ -231,10 +241,13 @@ def up(args: argparse.Namespace, cli: CliSettings) -> tuple[Stack, bool]:
         if differ:
             raise OptionsDiffer(options_differ_message(differ, wanted))
         return stack, True
+    previous = _recorded_options(cli)
     down(cli)  # whatever is left of a half-dead stack goes first
     private_dir(cli.state_dir)  # 0700: stack.json holds the identity header
     deployments = [args.deployment, *(d for d in DEFAULT_DEPLOYMENTS if d != args.deployment)]
     ports = {name: getattr(args, f"{name}_port", 0) or None for name in PORT_OPTIONS}
+    if not wanted["in_memory"]:
+        ports = {name: port or _previous_port(previous, name) for name, port in ports.items()}
     stack = start_stack(
         cli.state_dir,
         detached=True,

@@ -70,8 +70,11 @@ def test_one_stack_from_any_folder_its_options_kept_its_jobs_on_disk_and_a_dead_
         assert code == 0 and down["stopped"] is True and down["jobs_kept"] == 1
         # (A slow model now, so that a job is still running when Azurite dies below.)
         up_again = ("local", "up", "--latency-ms", "1000", "--settings-file", str(settings_file))
+        first_ports = info["ports"]
         code, info, _, _ = rowsmith(state, elsewhere, *up_again)
         assert code == 0 and info["already_running"] is False
+        # Azurite comes back on its ports: the kept jobs' blob URLs (their ids, their events) still hold.
+        assert {k: info["ports"][k] for k in ("blob", "queue")} == {k: first_ports[k] for k in ("blob", "queue")}
         code, listing, _, _ = rowsmith(state, here, "status")
         assert code == 0 and [(j["job"], j["state"]) for j in listing["jobs"]] == [(job["job"], "done")]
 
