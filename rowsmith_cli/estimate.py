@@ -51,6 +51,22 @@ def _duration(requests: int, admission_tokens: int, rpm: int, tpm: int) -> dict[
     return info
 
 
+def _budget(budget_usd: float, cost: dict[str, Any] | None, requests: int) -> dict[str, Any] | None:
+    """The pipeline's cap beside the estimate: whether the job would reach it, and about where."""
+    if not budget_usd:
+        return None
+    info: dict[str, Any] = {"usd": budget_usd}
+    if cost is None or not requests:
+        return info
+    per_request = cost["usd"] / requests
+    info["reached"] = cost["usd"] > budget_usd
+    if info["reached"]:
+        # The app stops once the unspent budget cannot cover one request's worst case.
+        worst = cost["max_usd"] / requests
+        info["rows_sent_about"] = max(0, min(requests, int((budget_usd - worst) / per_request) + 1))
+    return info
+
+
 def _per_request(total: int, rows: int, requests: int) -> int:
     return round(total / rows * requests) if rows else 0
 
@@ -157,6 +173,7 @@ async def estimate(
         "tokens": tokens,
         "cost": cost,
         "cost_error": None if price else f"no price for {model!r} in the price table: add it with ROWSMITH_PRICES_FILE",
+        "budget": _budget(pipeline.budget_usd, cost, requests),
         "duration": _duration(
             requests,
             # As the app's pacer counts a request: prompt estimate plus the whole completion
@@ -244,6 +261,17 @@ def describe(info: dict[str, Any]) -> str:
         lines.append(
             f"duration: about {duration['seconds']:,.0f} s at {duration['rpm']} RPM / {duration['tpm']} TPM "
             f"(bound by {duration['bound']})"
+        )
+    budget = info.get("budget")
+    if budget and "reached" in budget:
+        lines.append(
+            f"budget: ${budget['usd']:g} (pipeline budget_usd): "
+            + (
+                f"reached; about {budget['rows_sent_about']:,} of {info['requests']:,} rows would be sent, the rest "
+                "end as `budget` rows"
+                if budget["reached"]
+                else "not reached by this estimate"
+            )
         )
     if info.get("note"):
         lines.append(f"note: {info['note']}")

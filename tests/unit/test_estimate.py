@@ -143,3 +143,25 @@ def test_the_command_prints_json_and_people_lines(
     assert main.main(["estimate", str(bad), "--pipeline", "triage"]) == 1
     err = capsys.readouterr().err
     assert "is not valid UTF-8" in err and "  where: byte " in err and "  fix: save the file as UTF-8" in err
+
+
+def test_the_pipelines_budget_is_set_beside_the_estimate(tmp_path: Path):
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    triage = (APP_ROOT / "pipelines" / "triage.toml").read_text(encoding="utf-8")
+    (pipelines / "capped.toml").write_text("budget_usd = 0.01\n" + triage, encoding="utf-8")
+    (pipelines / "roomy.toml").write_text("budget_usd = 100\n" + triage, encoding="utf-8")
+    env = {"ROWSMITH_PIPELINES_DIR": str(pipelines), "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini"}
+
+    capped = run(SAMPLE, "capped", **env)
+    budget = capped["budget"]
+    assert budget["usd"] == 0.01 and budget["reached"] is True and capped["cost"]["usd"] > 0.01
+    # The job would stop where the budget runs out: about budget / cost per row rows are sent.
+    per_row = capped["cost"]["usd"] / capped["requests"]
+    assert budget["rows_sent_about"] == pytest.approx(0.01 / per_row, abs=2)
+    assert f"about {budget['rows_sent_about']:,} of 240 rows would be sent" in estimate.describe(capped)
+
+    roomy = run(SAMPLE, "roomy", **env)
+    assert roomy["budget"] == {"usd": 100.0, "reached": False}
+    assert "not reached by this estimate" in estimate.describe(roomy)
+    assert run(SAMPLE, "triage", AZURE_OPENAI_DEPLOYMENT="gpt-4o-mini")["budget"] is None
