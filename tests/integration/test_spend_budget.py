@@ -95,6 +95,10 @@ async def test_a_budget_smaller_than_the_jobs_cost_ends_it_done_with_budget_rows
     # Never above the budget by more than the requests in flight (here each request's cost is well
     # under the worst case reserved for it, so not above the budget at all).
     per_request = done.cost_usd / done.counts["ok"]
+    print(
+        f"budget ${budget}: {done.counts['ok']} rows answered, {budget_rows} ended `budget`, cost "
+        f"${done.cost_usd:.6f}, {stats['max_in_flight']} requests in flight at most, ${per_request:.6f} a request"
+    )
     assert done.cost_usd <= budget + stats["max_in_flight"] * per_request
     assert done.cost_usd <= budget
 
