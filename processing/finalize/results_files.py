@@ -323,15 +323,17 @@ async def write_outputs(clients: Clients, manifest: Manifest, tally: Counter[str
                 }
                 if record.ok:
                     line["answer"] = record.answer
+                else:
+                    line["error"] = record.error
+                    line["code"] = record.code
+                if record.ok or any(record.usage):
+                    # An error row's billed attempts (a schema retried, then given up) show too.
                     line["usage"] = {
                         "prompt_tokens": record.usage[0],
                         "completion_tokens": record.usage[1],
                         "reasoning_tokens": record.usage[2],
                         "cached_tokens": record.usage[3],
                     }
-                else:
-                    line["error"] = record.error
-                    line["code"] = record.code
                 await jsonl_out.write(json_line(line))
                 if text.tell() >= BLOCK_BYTES:
                     await csv_out.write(clean_text(text.getvalue()).encode())

@@ -65,6 +65,10 @@ async def test_every_billed_attempt_is_counted_in_tokens_requests_and_cost(
     assert status["prompt_tokens"] == stats["tokens"]["prompt"]
     lines = parse_jsonl(await download(stack, "output", done.results["jsonl"]))
     assert [line["status"] for line in lines] == ["ok", "ok", "ok", "error", "ok", "ok"]
+    # The row that failed after three billed answers says what they were billed, as answered rows do.
+    assert lines[3]["code"] == RowCode.INVALID_JSON and lines[3]["usage"]["completion_tokens"] > 0
+    # Here no row was delivered twice, so the rows' usage adds up to everything served.
+    assert sum(line["usage"]["prompt_tokens"] for line in lines) == stats["tokens"]["prompt"]
 
 
 async def test_a_budget_smaller_than_the_jobs_cost_ends_it_done_with_budget_rows(
