@@ -38,6 +38,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from processing.core import layout, messages
 from processing.core.errors import Throttled
+from processing.core.prices import Price
+from processing.core.records import Record
 from processing.core.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
@@ -525,7 +527,7 @@ def model_call(deployment: str) -> Iterator[None]:
 # --- metrics from what the stages record --------------------------------------------------------
 
 
-def rows_recorded(records: Iterable[Any], *, pipeline: str | None = None, price: Any = None) -> None:
+def rows_recorded(records: Iterable[Record], *, pipeline: str | None = None, price: Price | None = None) -> None:
     """Count rows as their records are written: outcome, tokens by kind, cost.
 
     A record's `usage` is (prompt, completion incl. reasoning, reasoning, cached) tokens, billed;
@@ -544,12 +546,11 @@ def rows_recorded(records: Iterable[Any], *, pipeline: str | None = None, price:
     tokens = [0, 0, 0, 0]
     cost = 0.0
     for record in records:
-        if getattr(record, "is_result", True):
+        if record.is_result:
             outcome = "ok" if record.ok else str(record.code or "error")
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        usage = tuple(record.usage or ())
-        prompt, completion, reasoning, cached = (int(usage[i]) if len(usage) > i else 0 for i in range(4))
-        for i, count in enumerate((prompt, completion, reasoning, cached)):
+        prompt, completion, _, cached = record.usage
+        for i, count in enumerate(record.usage):
             tokens[i] += count
         if price is not None and (prompt or completion):
             cost += price.cost(prompt, completion, cached)

@@ -10,11 +10,10 @@ endpoint's stats tell the test's tokens from the app's) over HTTPS, trusting the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from processing.core.manifest import Manifest
 from processing.core.settings import APP_ROOT, StorageSettings
 from processing.core.states import FINAL_STATES
 from rowsmith_cli import commands
+from rowsmith_cli.settings import identity_environment
 from rowsmith_cli.target import Target
 
 FIXTURE_PIPELINES = Path(__file__).resolve().parent.parent / "fixtures" / "pipelines"
@@ -68,25 +68,10 @@ def app_settings(stack: Stack, **overrides: str) -> dict[str, str]:
     return settings
 
 
-@contextlib.contextmanager
-def _identity_environment(stack: Stack) -> Iterator[None]:
-    """IDENTITY_ENDPOINT/IDENTITY_HEADER of `stack` while a credential is made (it reads them once, then)."""
-    wanted = {key: stack.settings[key] for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
-    saved = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def harness_credential(stack: Stack, client_id: str | None = HARNESS_CLIENT_ID) -> ManagedIdentityCredential:
     """The real ManagedIdentityCredential, pointed at `stack`'s identity endpoint (None: the app's identity)."""
-    with _identity_environment(stack):
+    # IDENTITY_ENDPOINT/IDENTITY_HEADER of `stack` while the credential is made (it reads them once, then).
+    with identity_environment(stack.settings):
         return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
 
